@@ -1,0 +1,118 @@
+"""Errors the proxy itself answers with, in the OpenAI error shape (SPEC 3.3).
+
+A :class:`ProxyError` is a value: it carries everything needed to answer the client (status,
+type, code, message, extra headers). The router raises them to waiting handlers; the HTTP layer
+renders them. Constructors below name each case so call sites read as the table in the spec.
+"""
+
+from __future__ import annotations
+
+SOURCE = "llama-swap-trio"
+
+
+class ProxyError(Exception):
+    """An error answered to the client as ``{"src", "error": {message, type, param, code}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        type: str,
+        code: str,
+        message: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+    def body(self) -> dict[str, object]:
+        return {
+            "src": SOURCE,
+            "error": {"message": self.message, "type": self.type, "param": None, "code": self.code},
+        }
+
+    def __repr__(self) -> str:
+        return f"ProxyError({self.status}, {self.code!r}, {self.message!r})"
+
+
+_RETRY = (("retry-after", "1"),)
+
+
+def model_required(message: str = "missing or empty 'model' in the request") -> ProxyError:
+    return ProxyError(400, "invalid_request_error", "model_required", message)
+
+
+def invalid_json(detail: str) -> ProxyError:
+    return ProxyError(400, "invalid_request_error", "invalid_json", f"invalid JSON body: {detail}")
+
+
+def invalid_request(message: str) -> ProxyError:
+    return ProxyError(400, "invalid_request_error", "invalid_request", message)
+
+
+def unauthorized() -> ProxyError:
+    return ProxyError(
+        401,
+        "authentication_error",
+        "unauthorized",
+        "missing or invalid API key",
+        (("www-authenticate", 'Basic realm="llama-swap-trio"'),),
+    )
+
+
+def model_not_found(name: str) -> ProxyError:
+    return ProxyError(404, "invalid_request_error", "model_not_found", f"model '{name}' not found")
+
+
+def not_found(path: str) -> ProxyError:
+    return ProxyError(404, "invalid_request_error", "not_found", f"no such endpoint: {path}")
+
+
+def model_not_loaded(model: str) -> ProxyError:
+    return ProxyError(
+        409, "invalid_request_error", "model_not_loaded", f"model '{model}' is not loaded"
+    )
+
+
+def request_too_large(limit: int) -> ProxyError:
+    return ProxyError(
+        413,
+        "invalid_request_error",
+        "request_too_large",
+        f"request body is larger than {limit} bytes",
+    )
+
+
+def concurrency_limit(model: str, limit: int) -> ProxyError:
+    return ProxyError(
+        429,
+        "rate_limit_error",
+        "concurrency_limit",
+        f"model '{model}' already has {limit} requests admitted (concurrency_limit)",
+        _RETRY,
+    )
+
+
+def upstream_error(model: str, detail: str) -> ProxyError:
+    return ProxyError(502, "server_error", "upstream_error", f"model '{model}': {detail}")
+
+
+def shutting_down() -> ProxyError:
+    return ProxyError(503, "server_error", "shutting_down", "the proxy is shutting down", _RETRY)
+
+
+def model_unloaded(model: str) -> ProxyError:
+    return ProxyError(
+        503,
+        "server_error",
+        "model_unloaded",
+        f"model '{model}' was unloaded while the request waited for it",
+        _RETRY,
+    )
+
+
+def gateway_timeout(model: str, detail: str) -> ProxyError:
+    return ProxyError(504, "server_error", "gateway_timeout", f"model '{model}': {detail}")

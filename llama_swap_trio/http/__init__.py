@@ -1,0 +1,1 @@
+"""The HTTP layer: the ASGI app, forwarding, errors, keys."""

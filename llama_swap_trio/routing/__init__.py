@@ -1,0 +1,1 @@
+"""Scheduling: which model runs, which request waits, which model is evicted."""

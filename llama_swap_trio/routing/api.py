@@ -1,0 +1,106 @@
+"""The router as the HTTP layer sees it.
+
+Handlers never touch scheduling state: they ask the router for a :class:`Grant` and hold it while
+they forward, through the ``serve`` async context manager::
+
+    async with router.serve("qwen", on_progress=progress) as grant:
+        ...  # forward to grant.model.proxy; grant.upstream.generation keys the connection pool
+
+``serve`` raises :class:`~llama_swap_trio.errors.ProxyError` (429, 502, 503, 504...) when the request
+cannot be served; leaving the block (normally, by error or by cancellation) reports the request as
+done, so in-flight counts can never leak. Cancelling a handler while it waits removes it from the
+queue, and a request nobody waits for never causes a load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Literal, Protocol
+
+import attrs
+
+from llama_swap_trio.config.model import ModelConfig
+from llama_swap_trio.upstream.api import UpstreamLike, UpstreamState
+
+
+@attrs.frozen
+class Grant:
+    model: ModelConfig
+    upstream: UpstreamLike
+
+
+@attrs.frozen
+class Progress:
+    """What a waiting request is waiting for; sent to ``on_progress`` while it waits.
+
+    kinds:
+        ``queued``: waiting for its turn at ``position`` (1 = next).
+        ``loading``: its model is being loaded; ``evict`` lists the models stopped to make room.
+        ``ready``: granted; ``load_seconds`` is how long the load it waited for took (0 when none).
+    """
+
+    kind: Literal["queued", "loading", "ready"]
+    position: int = 0
+    evict: tuple[str, ...] = ()
+    load_seconds: float = 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@attrs.frozen
+class ModelStatus:
+    id: str
+    state: UpstreamState
+    in_flight: int
+
+
+@attrs.frozen
+class QueueEntry:
+    model: str
+    position: int
+
+
+@attrs.frozen
+class RouterSnapshot:
+    #: every configured model, sorted by id
+    models: tuple[ModelStatus, ...]
+    #: requests waiting for their turn (not those that joined a load under way)
+    queue: tuple[QueueEntry, ...]
+
+
+class RouterLike(Protocol):
+    def serve(
+        self,
+        model_id: str,
+        *,
+        on_progress: ProgressCallback | None = None,
+        require_ready: bool = False,
+    ) -> AbstractAsyncContextManager[Grant]:
+        """Wait until ``model_id`` (a real id, aliases already resolved) may be served.
+
+        Args:
+            model_id: the model to serve.
+            on_progress: called (synchronously, from the router task; must not block) with each
+                change of what the request waits for.
+            require_ready: serve only if the model is ready now and nothing must be evicted;
+                otherwise raise 409 ``model_not_loaded`` (``/upstream`` ignored paths).
+
+        Raises:
+            ProxyError: 404 unknown model, 429 concurrency limit, 502 failed start, 503 shutting
+                down or unloaded while waiting, 504 health check timeout.
+        """
+        ...
+
+    async def load(self, model_id: str) -> None:
+        """Load ``model_id`` as a request would (swapping as needed); return when ready."""
+        ...
+
+    async def unload(self, model_id: str | None = None) -> list[str]:
+        """Stop one model (or every running one when None); return the ids that were stopped."""
+        ...
+
+    def snapshot(self) -> RouterSnapshot: ...
+
+    def upstream(self, model_id: str) -> UpstreamLike: ...
