@@ -67,6 +67,10 @@ def _build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config and show what it resolves to")
     check.add_argument("--config", help=f"config file (default: ${CONFIG_ENV}, then ./config.toml)")
 
+    watch = commands.add_parser("watch", help="live terminal view of a running daemon")
+    watch.add_argument("--url", default="http://127.0.0.1:8080", help="the daemon's address")
+    watch.add_argument("--api-key", help="the daemon's API key, if it has api_keys set")
+
     demo = commands.add_parser(
         "demo-upstream", help="a small built-in OpenAI-compatible server for trying things out"
     )
@@ -138,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "check":
         return _check(args.config or _default_config())
+    if args.command == "watch":
+        from llama_swap_trio.watch import run as run_watch
+
+        return run_watch(args.url, args.api_key)
     if args.command == "demo-upstream":
         return _demo_upstream(args)
     return _serve(args)

@@ -98,6 +98,9 @@ class Problems:
     def __len__(self) -> int:
         return len(self._items)
 
+    def items(self) -> list[tuple[KeyPath, str]]:
+        return list(self._items)
+
     @property
     def paths(self) -> set[KeyPath]:
         return {path for path, _ in self._items}

@@ -293,10 +293,13 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(int, _structure_int)
     conv.register_structure_hook(float, _structure_float)
     conv.register_structure_hook(bool, _structure_bool)
-    conv.register_structure_hook(object, _structure_any)
+    # A predicate, not register_structure_hook(object): singledispatch would match every class.
+    conv.register_structure_hook_func(lambda t: t is object, _structure_any)
     conv.register_structure_hook(EnvTable, _structure_env)
     conv.register_structure_hook(NameList, _structure_name_list)
-    conv.register_structure_hook_factory(_is_homogeneous_tuple, lambda t: _tuple_hook_factory(t, conv))
+    conv.register_structure_hook_factory(
+        _is_homogeneous_tuple, lambda t: _tuple_hook_factory(t, conv)
+    )
     conv.register_structure_hook_factory(_is_str_dict, lambda t: _dict_hook_factory(t, conv))
     conv.register_structure_hook_factory(attrs.has, lambda t: _class_hook_factory(t, conv))
     return conv
