@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import httpx
 import trio
@@ -70,9 +71,11 @@ async def test_fake_streams_sse_chunks_then_done() -> None:
 async def test_fake_counts_client_disconnect_during_stream() -> None:
     async with running_fake("--tokens", "100", "--token-interval", "0.05") as fake:
         async with httpx.AsyncClient(base_url=fake.url) as c:
-            async with c.stream("POST", "/v1/chat/completions", json={"stream": True}) as r:
-                async for _ in r.aiter_lines():
-                    break
+            # Cancelling inside the loop ends httpx's generators cleanly and closes the socket.
+            with trio.CancelScope() as scope:
+                async with c.stream("POST", "/v1/chat/completions", json={"stream": True}) as r:
+                    async for _ in r.aiter_raw():
+                        scope.cancel()
         await fake.wait_for_line("client disconnected")
         async with httpx.AsyncClient(base_url=fake.url) as c:
             stats = (await c.get("/debug/stats")).json()
@@ -159,3 +162,28 @@ def test_fake_cmd_keeps_port_macro_and_quotes_knobs() -> None:
     cmd = fake_cmd("--model-id", "a b")
     assert cmd.endswith("--port ${PORT}")
     assert "'a b'" in cmd
+
+
+async def test_fake_exit_after_exits_with_exit_code() -> None:
+    async with running_fake("--exit-after", "0.2", "--exit-code", "7") as fake:
+        with trio.fail_after(5):
+            assert await fake.process.wait() == 7
+
+
+async def test_fake_records_pid_file_and_events(tmp_path: Path) -> None:
+    pid_file, events = tmp_path / "pid", tmp_path / "events"
+    async with running_fake("--pid-file", str(pid_file), "--events", str(events)) as fake:
+        with trio.fail_after(5):
+            while "ready" not in events.read_text():
+                await trio.sleep(0.01)
+        assert int(pid_file.read_text()) == fake.process.pid
+    kinds = [line.split()[0] for line in events.read_text().splitlines()]
+    assert kinds == ["start", "listening", "ready"]
+
+
+async def test_fake_chatty_forever_keeps_printing_and_serving() -> None:
+    async with running_fake("--chatty-forever", "--chatty-lines", "3") as fake:
+        await fake.wait_for_line("chatty forever line 500")
+        async with httpx.AsyncClient(base_url=fake.url) as c:
+            assert (await c.get("/health")).status_code == 200
+    assert "startup line 2: loading tensors for fake" in fake.lines

@@ -66,9 +66,9 @@ class RunningFake:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def wait_for_line(self, text: str, timeout: float = 5.0) -> str:
+    async def wait_for_line(self, text: str, within: float = 5.0) -> str:
         """Wait until a line containing ``text`` was printed; return it."""
-        with trio.fail_after(timeout):
+        with trio.fail_after(within):
             while True:
                 for line in self.lines:
                     if text in line:
