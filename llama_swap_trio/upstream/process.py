@@ -111,7 +111,9 @@ def _decode(raw: bytes | bytearray) -> str:
 async def wait_group_gone(proc: trio.Process, pgid: int) -> None:
     """Return once the direct child is reaped and no live member of ``pgid`` remains."""
     await proc.wait()
-    while group_alive(pgid):
+    # Polling /proc: nothing signals "the last member of a group is gone" (they are not our
+    # children, and zombies must be ignored).
+    while group_alive(pgid):  # noqa: ASYNC110
         await trio.sleep(GROUP_POLL_INTERVAL)
 
 
@@ -179,7 +181,8 @@ async def _run_stop_command(
     sink: OnLine = on_output or (lambda line: None)
     try:
         async with trio.open_nursery() as nursery:
-            assert proc.stdout is not None and proc.stderr is not None
+            assert proc.stdout is not None
+            assert proc.stderr is not None
             nursery.start_soon(pump_lines, proc.stdout, sink)
             nursery.start_soon(pump_lines, proc.stderr, sink)
             rc = await proc.wait()

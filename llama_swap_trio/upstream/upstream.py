@@ -1,0 +1,424 @@
+"""Upstream: one model's server process, from spawn to the last member of its group being gone.
+
+Theory of operation:
+
+1. ``run()`` is a daemon-lifetime task in the upstreams nursery. It owns a nursery in which every
+   process of this model lives, one at a time, each inside its own cancel scope (an *attempt*).
+   ``start()`` and ``stop()`` are called from other tasks (the router's swaps); they never own the
+   process, they only launch or cancel an attempt and wait for it to settle. A caller that is
+   cancelled stops waiting; the process carries on (requests never own processes).
+2. The Upstream is the single writer of its state. Transitions happen without an ``await`` between
+   the check and the write, so two callers can never both decide to start:
+
+   ========  =============  ==========================================================
+   state     start()        stop()
+   ========  =============  ==========================================================
+   stopped   launch attempt returns at once (idempotent)
+   starting  wait for it    cancel the attempt (start aborted), wait until gone
+   ready     return         cancel the attempt, wait until gone
+   stopping  wait, restart  wait until gone
+   shutdown  StartFailed    returns at once
+   ========  =============  ==========================================================
+
+   "stopping, then start" is llama-swap #946: the start waits for the stop and then starts, it
+   never joins a process that nobody will start.
+3. Leaving an attempt's scope, for any reason (stop, failed start, exit, shutdown), runs the
+   shielded, bounded teardown: ``cmd_stop`` or SIGTERM to the group, ``unload_timeout``, SIGKILL.
+   Output pumps keep reading during the teardown (a server must not block on its shutdown log),
+   then get at most :data:`DRAIN_TIME` to reach EOF: grandchildren may hold the pipes forever.
+4. Readiness races the health probe against the process's exit and the health timeout, so an
+   early exit fails the start at once with the last lines the server printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import deque
+from typing import Literal
+
+import trio
+
+from llama_swap_trio.config.model import ModelConfig
+from llama_swap_trio.logbuffer import LogBuffer
+from llama_swap_trio.upstream import procfs
+from llama_swap_trio.upstream.api import (
+    IdleExpired,
+    LogLine,
+    Notify,
+    StartFailed,
+    StateChanged,
+    UpstreamLike,
+    UpstreamState,
+)
+from llama_swap_trio.upstream.guard import ProcessGuard
+from llama_swap_trio.upstream.probe import Target, health_status, port_answers
+from llama_swap_trio.upstream.process import (
+    OnLine,
+    child_env,
+    pump_lines,
+    spawn,
+    terminate_group,
+)
+from llama_swap_trio.upstream.ttl import IdleTimer
+
+log = logging.getLogger(__name__)
+
+#: seconds the output pumps may take to reach EOF once the process group is gone (or the direct
+#: child exited before ready) before we stop reading
+DRAIN_TIME = 0.5
+#: first and largest pause between health probes; probes back off from one to the other
+PROBE_INTERVAL_MIN = 0.01
+PROBE_INTERVAL_MAX = 0.05
+#: bytes of last output carried by errors
+TAIL_BYTES = 2048
+
+S = UpstreamState
+
+
+class _Attempt:
+    """One process of this model, from the start request until its group is gone."""
+
+    def __init__(self) -> None:
+        #: cancelled by stop(); the process's teardown runs when it is left
+        self.scope = trio.CancelScope()
+        #: reading stdout/stderr: shielded, so a shutdown does not stop the reading before the
+        #: teardown is done; cancelled explicitly after the drain
+        self.pump_scope = trio.CancelScope(shield=True)
+        self.pumps_eof = trio.Event()
+        #: set when the start is decided: ready, or failed (then ``error`` is set)
+        self.settled = trio.Event()
+        #: set when the group is gone and the state is final
+        self.done = trio.Event()
+        self.error: StartFailed | None = None
+        #: why a ready process ended by itself
+        self.exit_error: str | None = None
+        self.proc: trio.Process | None = None
+        self.tail: deque[str] = deque(maxlen=64)
+
+    def tail_text(self) -> str:
+        picked: list[str] = []
+        size = 0
+        for line in reversed(self.tail):
+            size += len(line) + 1
+            if size > TAIL_BYTES:
+                if not picked:
+                    picked.append(line[-TAIL_BYTES:])
+                break
+            picked.append(line)
+        return "\n".join(reversed(picked))
+
+
+class Upstream(UpstreamLike):
+    """The supervisor of one model's server process (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        *,
+        health_check_timeout: float,
+        notify: Notify,
+        logs: LogBuffer,
+        guard: ProcessGuard | None = None,
+    ) -> None:
+        self._model = model
+        self._health_timeout = health_check_timeout
+        self._notify = notify
+        self._logs = logs
+        self._guard = guard
+        self._target = Target.parse(model.proxy)
+        self._state = S.STOPPED
+        self._generation = 0
+        self._attempt: _Attempt | None = None
+        self._nursery: trio.Nursery | None = None
+        self._closing = False
+        self._timer = IdleTimer(model.ttl, self._on_idle)
+
+    # -- read side ---------------------------------------------------------------------------
+
+    @property
+    def model(self) -> ModelConfig:
+        return self._model
+
+    @property
+    def state(self) -> UpstreamState:
+        return self._state
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def pid(self) -> int | None:
+        """The pid (= pgid) of the running process, or None."""
+        attempt = self._attempt
+        if attempt is None or attempt.proc is None or attempt.done.is_set():
+            return None
+        return attempt.proc.pid
+
+    # -- life --------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own this model's processes until cancelled; then stop them and end in ``shutdown``."""
+        if self._nursery is not None or self._closing:
+            raise RuntimeError(f"Upstream({self._model.id!r}).run() may run only once")
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._closing = True
+        finally:
+            self._closing = True
+            self._nursery = None
+            self._set_state(S.SHUTDOWN)
+
+    async def start(self) -> None:
+        """Start the process (unless it runs) and return once it is ready.
+
+        Raises:
+            StartFailed: with reason spawn, exited, timeout, port or cancelled.
+            RuntimeError: :meth:`run` is not running.
+        """
+        model_id = self._model.id
+        while True:
+            state = self._state
+            attempt = self._attempt
+            if state is S.SHUTDOWN or self._closing:
+                raise StartFailed(model_id, "cancelled", f"[{model_id}] shutdown")
+            if state is S.READY:
+                return
+            if state is S.STOPPING:
+                assert attempt is not None
+                await attempt.done.wait()
+                continue
+            if state is S.STOPPED:
+                attempt = self._launch()
+            assert attempt is not None
+            await attempt.settled.wait()
+            if attempt.error is not None:
+                err = attempt.error
+                # a fresh exception per waiter: several tasks may raise it at once
+                raise StartFailed(err.model, err.reason, err.message, err.output)
+            if self._attempt is attempt and self._state is S.READY:
+                return
+            raise StartFailed(
+                model_id, "cancelled", f"[{model_id}] stopped right after it became ready"
+            )
+
+    async def stop(self) -> None:
+        """Stop the process group (aborting a start) and return when it is gone. Idempotent."""
+        attempt = self._attempt
+        if self._state in (S.STARTING, S.READY):
+            assert attempt is not None
+            self._set_state(S.STOPPING)
+            attempt.scope.cancel()
+        if attempt is not None and self._state is S.STOPPING:
+            await attempt.done.wait()
+
+    def set_in_flight(self, count: int) -> None:
+        self._timer.set_in_flight(count)
+
+    def kill_now(self) -> None:
+        """SIGKILL the running group at once (the daemon's second Ctrl-C). The supervising task
+        still notices the exit, reaps and reports as usual."""
+        attempt = self._attempt
+        if attempt is not None and attempt.proc is not None and not attempt.done.is_set():
+            procfs.signal_group(attempt.proc.pid, signal.SIGKILL)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _set_state(self, new: UpstreamState, error: str | None = None) -> None:
+        previous = self._state
+        if new is previous:
+            return
+        self._state = new
+        log.debug("[%s] %s -> %s", self._model.id, previous, new)
+        self._notify(StateChanged(self._model.id, new, previous, time.time(), error))
+
+    def _on_idle(self) -> None:
+        log.info("[%s] idle for its ttl of %d s", self._model.id, self._model.ttl)
+        self._notify(IdleExpired(self._model.id))
+
+    def _launch(self) -> _Attempt:
+        if self._nursery is None:
+            raise RuntimeError(f"Upstream({self._model.id!r}).run() is not running")
+        attempt = _Attempt()
+        self._attempt = attempt
+        self._set_state(S.STARTING)
+        self._nursery.start_soon(self._supervise, attempt)
+        return attempt
+
+    async def _supervise(self, attempt: _Attempt) -> None:
+        """One attempt, start to finish. Never raises but Cancelled (start failures go to the
+        waiters through ``attempt.error``)."""
+        try:
+            async with trio.open_nursery() as pumps:
+                try:
+                    with attempt.scope:
+                        await self._attempt_body(attempt, pumps)
+                except StartFailed as exc:
+                    attempt.error = exc
+                finally:
+                    if self._state in (S.STARTING, S.READY):
+                        why = attempt.error.message if attempt.error else attempt.exit_error
+                        self._set_state(S.STOPPING, why)
+                    with trio.CancelScope(shield=True):
+                        await self._teardown(attempt)
+        finally:
+            shutdown = self._closing or trio.current_effective_deadline() == float("-inf")
+            self._finish(attempt, shutdown=shutdown)
+
+    async def _attempt_body(self, attempt: _Attempt, pumps: trio.Nursery) -> None:
+        model = self._model
+        if model.port is not None and await port_answers(self._target.host, model.port):
+            raise StartFailed(
+                model.id,
+                "port",
+                f"[{model.id}] port {model.port} ({self._target.host}) is already in use by "
+                f"another process; not starting {model.id} (is an old server still running?)",
+            )
+        try:
+            proc = await spawn(model.argv, child_env(model.env))
+        except OSError as exc:
+            raise StartFailed(
+                model.id, "spawn", f"[{model.id}] cannot run {model.argv[0]!r}: {exc}"
+            ) from exc
+        # No await between the spawn and these lines: the process is always known to the teardown
+        # and to the guard.
+        attempt.proc = proc
+        if self._guard is not None:
+            self._guard.register(
+                proc.pid, proc.pid, model.argv, model=model.id, grace=float(model.unload_timeout)
+            )
+        pumps.start_soon(self._pump, attempt, proc)
+        log.info("[%s] started pid %d: %s", model.id, proc.pid, model.cmd)
+
+        started_at = trio.current_time()
+        await self._wait_ready(attempt, proc)
+        self._generation += 1
+        self._set_state(S.READY)
+        attempt.settled.set()
+        log.info("[%s] ready in %.2f s", model.id, trio.current_time() - started_at)
+
+        self._timer.arm()
+        async with trio.open_nursery() as ready:
+            ready.start_soon(self._timer.run)
+            code = await proc.wait()
+            ready.cancel_scope.cancel()
+        with trio.move_on_after(DRAIN_TIME):
+            await attempt.pumps_eof.wait()
+        attempt.exit_error = f"[{model.id}] upstream process exited unexpectedly (code {code})"
+        log.warning("%s; last output:\n%s", attempt.exit_error, attempt.tail_text())
+
+    async def _wait_ready(self, attempt: _Attempt, proc: trio.Process) -> None:
+        model = self._model
+        if model.check_endpoint == "none":
+            return
+        path = model.check_endpoint
+        if not path.startswith("/"):
+            path = "/" + path
+        outcome: Literal["ready", "exited"] | None = None
+
+        async def healthy(cancel: trio.CancelScope) -> None:
+            nonlocal outcome
+            interval = PROBE_INTERVAL_MIN
+            while await health_status(self._target, path) != 200:
+                await trio.sleep(interval)
+                interval = min(interval * 1.5, PROBE_INTERVAL_MAX)
+            outcome = outcome or "ready"
+            cancel.cancel()
+
+        async def exited(cancel: trio.CancelScope) -> None:
+            nonlocal outcome
+            await proc.wait()
+            outcome = outcome or "exited"
+            cancel.cancel()
+
+        with trio.move_on_after(self._health_timeout):
+            async with trio.open_nursery() as race:
+                race.start_soon(healthy, race.cancel_scope)
+                race.start_soon(exited, race.cancel_scope)
+        if outcome == "ready":
+            return
+        if outcome == "exited":
+            # Its last words may still be in the pipe: let the pumps catch up (bounded).
+            with trio.move_on_after(DRAIN_TIME):
+                await attempt.pumps_eof.wait()
+            raise StartFailed(
+                model.id,
+                "exited",
+                f"[{model.id}] upstream command exited prematurely (code {proc.returncode})",
+                attempt.tail_text(),
+            )
+        raise StartFailed(
+            model.id,
+            "timeout",
+            f"[{model.id}] health check timed out after {self._health_timeout:g} s "
+            f"(GET {self._target.url(path)} never answered 200)",
+            attempt.tail_text(),
+        )
+
+    async def _pump(self, attempt: _Attempt, proc: trio.Process) -> None:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        try:
+            with attempt.pump_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(pump_lines, proc.stdout, self._sink(attempt, "stdout"))
+                    nursery.start_soon(pump_lines, proc.stderr, self._sink(attempt, "stderr"))
+        finally:
+            attempt.pumps_eof.set()
+            with trio.CancelScope(shield=True):
+                await proc.stdout.aclose()
+                await proc.stderr.aclose()
+
+    def _sink(self, attempt: _Attempt, stream: Literal["stdout", "stderr"]) -> OnLine:
+        model_id = self._model.id
+
+        def on_line(line: str) -> None:
+            attempt.tail.append(line)
+            self._logs.append(line)
+            self._notify(LogLine(model_id, stream, line))
+
+        return on_line
+
+    async def _teardown(self, attempt: _Attempt) -> None:
+        """End the group (bounded), unregister it, drain the pumps briefly. Run shielded."""
+        proc = attempt.proc
+        if proc is None:
+            return
+        model = self._model
+        stop_argv: list[str] = []
+        if model.cmd_stop and proc.returncode is None:
+            try:
+                stop_argv = model.stop_argv(proc.pid)
+            except ValueError as exc:
+                log.warning("[%s] bad cmd_stop (%s): sending SIGTERM instead", model.id, exc)
+        gone = await terminate_group(
+            proc,
+            grace=float(model.unload_timeout),
+            stop_argv=stop_argv,
+            env=child_env(model.env),
+            on_stop_output=self._sink(attempt, "stderr"),
+        )
+        if gone and self._guard is not None:
+            self._guard.unregister(proc.pid)
+        with trio.move_on_after(DRAIN_TIME):
+            await attempt.pumps_eof.wait()
+        attempt.pump_scope.cancel()
+
+    def _finish(self, attempt: _Attempt, *, shutdown: bool) -> None:
+        model_id = self._model.id
+        if not attempt.settled.is_set() and attempt.error is None:
+            why = "shutdown" if shutdown else "start aborted: stopped"
+            attempt.error = StartFailed(
+                model_id, "cancelled", f"[{model_id}] {why}", attempt.tail_text()
+            )
+        attempt.settled.set()
+        error = attempt.error.message if attempt.error else attempt.exit_error
+        self._set_state(S.SHUTDOWN if shutdown else S.STOPPED, error)
+        attempt.done.set()

@@ -1,0 +1,180 @@
+"""Upstream start, readiness, failures and exits, with real processes and the real clock."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+
+from llama_swap_trio.logbuffer import LogBuffer
+from llama_swap_trio.upstream.api import StartFailed, StateChanged, UpstreamState
+from tests.upstream.helpers import (
+    PY,
+    fake_argv,
+    free_port,
+    group_gone,
+    make_model,
+    open_upstream,
+    wait_until,
+)
+
+S = UpstreamState
+
+
+async def test_start_becomes_ready_and_stop_returns_to_stopped(nursery: trio.Nursery) -> None:
+    # given a healthy fake server
+    port = free_port()
+    h = await open_upstream(nursery, make_model(fake_argv(port), port=port))
+    # when it is started and then stopped
+    await h.upstream.start()
+    pid = h.upstream.pid
+    assert pid is not None
+    assert h.upstream.state is S.READY
+    assert h.upstream.generation == 1
+    await h.upstream.stop()
+    # then the states went the normal cycle and the process is gone
+    assert h.states() == [S.STARTING, S.READY, S.STOPPING, S.STOPPED]
+    assert h.upstream.pid is None
+    assert group_gone(pid)
+    assert any("listening on" in line for line in h.logs.lines())
+
+
+async def test_readiness_is_noticed_promptly_after_health_answers_200(
+    nursery: trio.Nursery,
+) -> None:
+    # given a server whose /health answers 503 for its first 0.3 s
+    port = free_port()
+    h = await open_upstream(
+        nursery, make_model(fake_argv(port, "--healthy-after", "0.3"), port=port)
+    )
+    # when started
+    t0 = trio.current_time()
+    await h.upstream.start()
+    elapsed = trio.current_time() - t0
+    # then ready soon after it turned healthy (loose bound: interpreter start-up and a busy box)
+    assert 0.3 <= elapsed < 1.5
+
+
+async def test_check_endpoint_none_is_ready_once_spawned(nursery: trio.Nursery) -> None:
+    h = await open_upstream(
+        nursery, make_model([PY, "-c", "import time; time.sleep(60)"], check_endpoint="none")
+    )
+    with trio.fail_after(2):
+        await h.upstream.start()
+    assert h.upstream.state is S.READY
+
+
+async def test_exit_during_startup_fails_at_once_with_its_last_output(
+    nursery: trio.Nursery,
+) -> None:
+    # given a server that prints a fatal error and exits before it listens
+    port = free_port()
+    model = make_model(fake_argv(port, "--exit-at-startup", "3"), port=port)
+    h = await open_upstream(nursery, model, health_check_timeout=30)
+    # when started
+    t0 = trio.current_time()
+    with pytest.raises(StartFailed) as info:
+        await h.upstream.start()
+    # then the start fails well under the health timeout, carrying what the server said
+    assert trio.current_time() - t0 < 5
+    assert info.value.reason == "exited"
+    assert "code 3" in info.value.message
+    assert "fatal: cannot load model" in info.value.output
+    assert len(info.value.output) <= 2048
+    assert h.upstream.state is S.STOPPED
+
+
+async def test_never_healthy_fails_at_health_timeout_and_is_gone(nursery: trio.Nursery) -> None:
+    # given a server whose /health never answers 200
+    port = free_port()
+    model = make_model(fake_argv(port, "--never-healthy"), port=port)
+    h = await open_upstream(nursery, model, health_check_timeout=1.0)
+    pids: list[int] = []
+
+    async def note_pid() -> None:
+        await wait_until(lambda: h.upstream.pid is not None)
+        pids.append(h.upstream.pid or 0)
+
+    nursery.start_soon(note_pid)
+    # when started
+    t0 = trio.current_time()
+    with pytest.raises(StartFailed) as info:
+        await h.upstream.start()
+    # then it failed at the health timeout, and nothing of it is left
+    assert 1.0 <= trio.current_time() - t0 < 4.0
+    assert info.value.reason == "timeout"
+    assert h.upstream.state is S.STOPPED
+    assert pids
+    assert group_gone(pids[0])
+
+
+async def test_command_that_cannot_run_fails_with_reason_spawn(nursery: trio.Nursery) -> None:
+    h = await open_upstream(nursery, make_model(["/nonexistent/llama-server", "--port", "1"]))
+    with pytest.raises(StartFailed) as info:
+        await h.upstream.start()
+    assert info.value.reason == "spawn"
+    assert "/nonexistent/llama-server" in info.value.message
+    assert h.upstream.state is S.STOPPED
+
+
+async def test_port_held_by_a_stranger_fails_with_reason_port(nursery: trio.Nursery) -> None:
+    # given another process (here: a listener of ours) already holding the model's port
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    try:
+        h = await open_upstream(nursery, make_model(fake_argv(port), port=port))
+        # when started
+        with pytest.raises(StartFailed) as info:
+            await h.upstream.start()
+        # then it refuses, naming the port, and spawned nothing
+        assert info.value.reason == "port"
+        assert str(port) in info.value.message
+        assert h.upstream.state is S.STOPPED
+        assert h.logs.lines() == []
+    finally:
+        for listener in listeners:
+            await listener.aclose()
+
+
+async def test_exit_after_ready_reports_stopped_with_error_and_logs_output(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given a ready server that exits by itself shortly after
+    port = free_port()
+    model = make_model(fake_argv(port, "--exit-after", "0.2", "--exit-code", "4"), port=port)
+    h = await open_upstream(nursery, model)
+    await h.upstream.start()
+    # when it exits
+    with caplog.at_level(logging.WARNING):
+        await wait_until(lambda: h.upstream.state is S.STOPPED)
+    # then a StateChanged to stopped carries the error, and a warning shows its last lines
+    last = [e for e in h.events if isinstance(e, StateChanged)][-1]
+    assert last.state is S.STOPPED
+    assert last.error is not None
+    assert "exited unexpectedly" in last.error
+    assert "code 4" in last.error
+    assert any(
+        "exited unexpectedly" in r.getMessage() and "listening on" in r.getMessage()
+        for r in caplog.records
+    )
+    # and the next start simply starts again
+    await h.upstream.start()
+    assert h.upstream.generation == 2
+
+
+async def test_chatty_server_never_blocks_and_log_memory_stays_bounded(
+    nursery: trio.Nursery,
+) -> None:
+    # given a server that prints megabytes before it listens, and keeps printing
+    port = free_port()
+    logs = LogBuffer(max_bytes=64 * 1024)
+    argv = fake_argv(port, "--chatty-lines", "60000", "--chatty-forever")
+    h = await open_upstream(nursery, make_model(argv, port=port), logs=logs)
+    # when started: it becomes ready (it would block on a full pipe if we did not read)
+    with trio.fail_after(15):
+        await h.upstream.start()
+    await trio.sleep(0.3)
+    # then the buffer holds at most its budget
+    assert sum(len(line) + 1 for line in logs.lines()) <= 64 * 1024
+    assert len([e for e in h.events if not isinstance(e, StateChanged)]) > 60000
