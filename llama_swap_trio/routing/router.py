@@ -1,0 +1,460 @@
+"""The router task: the one owner of scheduling state (ARCHITECTURE rules 1-4).
+
+Everything that can change a scheduling decision arrives as a message on one inbox and is handled
+by one task, :meth:`Router.run`, which feeds the pure :class:`~.scheduler.Scheduler` and carries out
+what it decides:
+
+- handlers (``serve``) post a request with their own reply channel and wait on it; the router
+  answers with ``send_nowait`` and never awaits a client. A grant that cannot be delivered (the
+  handler is gone) is released at once; leaving ``serve`` posts serve-done, cancelling it posts a
+  cancel (which the scheduler treats as serve-done if the grant had already been sent);
+- upstream notices (``notify``), load and stop results, unloads and shutdown arrive the same way.
+
+One inbox keeps their order: an upstream's ``stopped`` notice is always handled before the load
+result its swap task posts after it. The inbox is unbounded on purpose: every message is a bounded
+consequence of a live handler (at most a request and a cancel/serve-done each) or of a load, stop or
+state change, and ``notify`` and the exit path of ``serve`` must never block or fail.
+
+Slow work runs in the swaps nursery, opened by ``run`` and living as long as it: one task per load
+(stop the evicted models in parallel, then start the target) and one per stop (TTL, unload). They
+report back through the inbox; a client's cancel never reaches them (rule 3).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import attrs
+import trio
+
+from llama_swap_trio import errors
+from llama_swap_trio.config.model import Config
+from llama_swap_trio.errors import ProxyError
+from llama_swap_trio.feed.bus import EventBus
+from llama_swap_trio.routing.api import (
+    Grant,
+    ModelStatus,
+    Progress,
+    ProgressCallback,
+    QueueEntry,
+    RouterSnapshot,
+)
+from llama_swap_trio.routing.scheduler import Scheduler
+from llama_swap_trio.routing.swappers import swapper_for
+from llama_swap_trio.upstream.api import (
+    IdleExpired,
+    LogLine,
+    StartFailed,
+    StateChanged,
+    UpstreamEvent,
+    UpstreamLike,
+    UpstreamState,
+)
+
+log = logging.getLogger(__name__)
+
+Reply = Grant | ProxyError
+
+
+@attrs.define(eq=False)
+class _Ticket:
+    """One load under way, shared by the router and the swap task running it."""
+
+    target: str
+    evict: frozenset[str]
+    started_at: float
+    #: set by an unload of the target: the swap task skips the start if it has not begun
+    aborted: bool = False
+    finished: trio.Event = attrs.field(factory=trio.Event)
+
+
+@attrs.frozen
+class _NewRequest:
+    rid: int
+    model: str
+    reply: trio.MemorySendChannel[Reply]
+    on_progress: ProgressCallback | None
+    require_ready: bool
+
+
+@attrs.frozen
+class _Cancel:
+    rid: int
+
+
+@attrs.frozen
+class _ServeDone:
+    rid: int
+
+
+@attrs.frozen
+class _LoadDone:
+    ticket: _Ticket
+    error: StartFailed | None
+    finished_at: float
+
+
+@attrs.frozen
+class _Unload:
+    models: frozenset[str] | None
+    reply: trio.MemorySendChannel[list[str]]
+
+
+@attrs.frozen
+class _StopDone:
+    models: frozenset[str]
+    reply: trio.MemorySendChannel[list[str]] | None
+
+
+@attrs.frozen
+class _Shutdown:
+    pass
+
+
+_Message = (
+    _NewRequest | _Cancel | _ServeDone | _LoadDone | _Unload | _StopDone | _Shutdown | UpstreamEvent
+)
+
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+@attrs.define
+class _Waiter:
+    reply: trio.MemorySendChannel[Reply]
+    on_progress: ProgressCallback | None
+
+
+class _Effects:
+    """The scheduler's window onto the world (``scheduler.Effects``), run in the router task."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    def grant(self, rid: int, model: str, load_seconds: float) -> bool:
+        router = self._router
+        waiter = router._waiters.pop(rid, None)
+        if waiter is None:
+            return False
+        grant = Grant(router._config.models[model], router._upstreams[model])
+        try:
+            waiter.reply.send_nowait(grant)
+        except (*_GONE, trio.WouldBlock):
+            log.debug("request %d for %s left before its grant; released", rid, model)
+            return False
+        router._tell(waiter, Progress("ready", load_seconds=load_seconds))
+        return True
+
+    def refuse(self, rid: int, error: ProxyError) -> None:
+        waiter = self._router._waiters.pop(rid, None)
+        if waiter is not None:
+            try:
+                waiter.reply.send_nowait(error)
+            except (*_GONE, trio.WouldBlock):
+                pass  # the handler is gone: nobody to tell
+
+    def progress(self, rid: int, progress: Progress) -> None:
+        waiter = self._router._waiters.get(rid)
+        if waiter is not None:
+            self._router._tell(waiter, progress)
+
+    def start_load(self, target: str, evict: frozenset[str], explanation: str) -> None:
+        self._router._start_load(target, evict, explanation)
+
+    def queue_changed(self, queue: tuple[QueueEntry, ...]) -> None:
+        entries = [{"model": e.model, "position": e.position} for e in queue]
+        self._router._bus.publish({"type": "queue", "queue": entries})
+
+    def in_flight_changed(self, model: str, count: int) -> None:
+        self._router._upstreams[model].set_in_flight(count)
+
+
+class Router:
+    """The router (``RouterLike``): start it with ``await nursery.start(router.run)``."""
+
+    def __init__(
+        self, config: Config, upstreams: Mapping[str, UpstreamLike], *, bus: EventBus
+    ) -> None:
+        self._config = config
+        self._upstreams = dict(upstreams)
+        self._bus = bus
+        self._swapper = swapper_for(config)
+        self._scheduler = Scheduler(config.models, self._swapper, _Effects(self))
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[_Message](math.inf)
+        self._rids = itertools.count(1)
+        self._waiters: dict[int, _Waiter] = {}
+        self._tickets: dict[str, _Ticket] = {}
+        self._unload_replies: set[trio.MemorySendChannel[list[str]]] = set()
+        self._swaps: trio.Nursery | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------ public API
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The router task. Runs until cancelled; on the way out every waiter gets 503."""
+        try:
+            async with trio.open_nursery() as swaps:
+                self._swaps = swaps
+                task_status.started()
+                async for message in self._inbox_recv:
+                    self._handle(message)
+        finally:
+            self._closing = True
+            self._inbox_recv.close()  # later posts fail: serve() answers 503 itself
+            self._scheduler.shutdown()
+            for reply in self._unload_replies:
+                reply.close()
+
+    def notify(self, event: UpstreamEvent) -> None:
+        """Upstream notices (wired to each Upstream's ``notify``). Never blocks."""
+        if not isinstance(event, LogLine):
+            self._post(event)
+
+    def serve(
+        self,
+        model_id: str,
+        *,
+        on_progress: ProgressCallback | None = None,
+        require_ready: bool = False,
+    ) -> AbstractAsyncContextManager[Grant]:
+        return self._serve(model_id, on_progress, require_ready)
+
+    async def load(self, model_id: str) -> None:
+        async with self.serve(model_id):
+            pass
+
+    async def unload(self, model_id: str | None = None) -> list[str]:
+        if model_id is not None and model_id not in self._config.models:
+            raise errors.model_not_found(model_id)
+        send, recv = trio.open_memory_channel[list[str]](1)
+        models = None if model_id is None else frozenset({model_id})
+        with recv:
+            if not self._post(_Unload(models, send)):
+                return []
+            try:
+                return await recv.receive()
+            except trio.EndOfChannel:
+                return []  # the router stopped first; the daemon tears the processes down
+
+    def snapshot(self) -> RouterSnapshot:
+        models = tuple(
+            ModelStatus(model_id, upstream.state, self._scheduler.in_flight(model_id))
+            for model_id, upstream in sorted(self._upstreams.items())
+        )
+        return RouterSnapshot(models=models, queue=self._scheduler.queue())
+
+    def upstream(self, model_id: str) -> UpstreamLike:
+        try:
+            return self._upstreams[model_id]
+        except KeyError:
+            raise errors.model_not_found(model_id) from None
+
+    def begin_shutdown(self) -> None:
+        """From now on refuse everything with 503; waiters are answered at once. Non-blocking."""
+        self._closing = True
+        self._post(_Shutdown())
+
+    # ------------------------------------------------------------ handler side
+
+    @asynccontextmanager
+    async def _serve(
+        self, model_id: str, on_progress: ProgressCallback | None, require_ready: bool
+    ) -> AsyncIterator[Grant]:
+        if self._closing:
+            raise errors.shutting_down()
+        rid = next(self._rids)
+        send, recv = trio.open_memory_channel[Reply](1)
+        with recv:  # closed on the way out: a late grant fails and is released by the router
+            if not self._post(_NewRequest(rid, model_id, send, on_progress, require_ready)):
+                raise errors.shutting_down()
+            try:
+                reply = await recv.receive()
+            except BaseException:
+                # Cancelled while waiting. The router removes us from the queue or load; if the
+                # grant was already sent (it may sit in the buffer), it counts this as done.
+                self._post(_Cancel(rid))
+                raise
+        if isinstance(reply, ProxyError):
+            raise reply
+        try:
+            yield reply
+        finally:
+            self._post(_ServeDone(rid))
+
+    def _post(self, message: _Message) -> bool:
+        try:
+            self._inbox_send.send_nowait(message)
+        except _GONE:
+            return False  # the router task is gone: nothing is counted any more
+        return True
+
+    # ------------------------------------------------------------ router task
+
+    def _handle(self, message: _Message) -> None:
+        scheduler = self._scheduler
+        match message:
+            case _NewRequest(rid, model, reply, on_progress, require_ready):
+                self._waiters[rid] = _Waiter(reply, on_progress)
+                scheduler.request(rid, model, require_ready=require_ready)
+            case _Cancel(rid):
+                self._waiters.pop(rid, None)
+                scheduler.cancel(rid)
+            case _ServeDone(rid):
+                scheduler.serve_done(rid)
+            case _LoadDone(ticket, error, finished_at):
+                self._load_done(ticket, error, finished_at)
+            case _StopDone(models, reply):
+                scheduler.stop_done(models)
+                if reply is not None:
+                    self._unload_replies.discard(reply)
+                    try:
+                        reply.send_nowait(sorted(models))
+                    except (*_GONE, trio.WouldBlock):
+                        pass
+            case _Unload(models, reply):
+                self._unload_replies.add(reply)
+                targets = scheduler.unload(models)
+                if targets:
+                    log.info("unload: stopping %s", ", ".join(sorted(targets)))
+                self._start_stop(targets, reply)
+            case _Shutdown():
+                self._closing = True
+                scheduler.shutdown()
+            case StateChanged():
+                self._state_changed(message)
+            case IdleExpired(model):
+                if scheduler.idle_expired(model):
+                    log.info("%s: idle for its ttl, stopping", model)
+                    self._start_stop(frozenset({model}), None)
+            case LogLine():
+                pass
+
+    def _state_changed(self, event: StateChanged) -> None:
+        payload: dict[str, object] = {
+            "type": "model_state",
+            "model": event.model,
+            "state": str(event.state),
+            "previous": str(event.previous),
+            "at": event.at,
+        }
+        if event.error is not None:
+            payload["error"] = event.error
+        self._bus.publish(payload)
+        if event.state == UpstreamState.STOPPED:
+            self._scheduler.upstream_stopped(event.model)
+
+    def _tell(self, waiter: _Waiter, progress: Progress) -> None:
+        if waiter.on_progress is None:
+            return
+        try:
+            waiter.on_progress(progress)
+        except Exception:
+            # A broken progress reporter must not take the router (and every request) down.
+            log.exception("on_progress callback failed")
+
+    def _start_load(self, target: str, evict: frozenset[str], explanation: str) -> None:
+        assert self._swaps is not None, "the scheduler only acts inside run()"
+        log.info("swap: loading %s; %s", target, explanation)
+        ticket = _Ticket(target, evict, trio.current_time())
+        self._tickets[target] = ticket
+        self._bus.publish(
+            {"type": "swap", "phase": "start", "model": target, "evict": sorted(evict)}
+        )
+        self._swaps.start_soon(self._swap, ticket, name=f"swap to {target}")
+
+    def _load_done(self, ticket: _Ticket, error: StartFailed | None, finished_at: float) -> None:
+        target = ticket.target
+        if self._tickets.get(target) is ticket:
+            del self._tickets[target]
+        seconds = finished_at - ticket.started_at
+        event: dict[str, object] = {
+            "type": "swap",
+            "phase": "done",
+            "model": target,
+            "evict": sorted(ticket.evict),
+            "ok": error is None,
+            "duration_ms": round(seconds * 1000, 1),
+        }
+        if error is None:
+            log.info("swap: %s ready in %.2fs", target, seconds)
+            proxy_error = None
+        else:
+            log.warning("swap: loading %s failed after %.2fs: %s", target, seconds, error)
+            event["error"] = str(error)
+            proxy_error = self._proxy_error(error)
+        self._bus.publish(event)
+        self._scheduler.load_done(target, proxy_error, seconds)
+
+    def _proxy_error(self, error: StartFailed) -> ProxyError:
+        if error.reason == "timeout":
+            return errors.gateway_timeout(error.model, str(error))
+        if error.reason == "cancelled":
+            return errors.shutting_down() if self._closing else errors.model_unloaded(error.model)
+        return errors.upstream_error(error.model, str(error))
+
+    def _start_stop(
+        self, models: Collection[str], reply: trio.MemorySendChannel[list[str]] | None
+    ) -> None:
+        assert self._swaps is not None
+        tickets: dict[str, _Ticket] = {}
+        for model in models:
+            ticket = self._tickets.get(model)
+            if ticket is not None:
+                ticket.aborted = True  # an unload during a load: do not start it
+                tickets[model] = ticket
+        self._swaps.start_soon(self._stop, frozenset(models), tickets, reply)
+
+    # ------------------------------------------------------------ swaps nursery tasks
+
+    async def _swap(self, ticket: _Ticket) -> None:
+        """One load: stop the evicted models in parallel, then start the target."""
+        try:
+            error = await self._load(ticket)
+            self._post(_LoadDone(ticket, error, trio.current_time()))
+        finally:
+            ticket.finished.set()
+
+    async def _load(self, ticket: _Ticket) -> StartFailed | None:
+        target = ticket.target
+        try:
+            async with trio.open_nursery() as nursery:
+                for model in sorted(ticket.evict):
+                    nursery.start_soon(self._stop_quietly, model)
+            if ticket.aborted:
+                return StartFailed(target, "cancelled", f"loading {target} cancelled: unloaded")
+            await self._upstreams[target].start()
+        except StartFailed as exc:
+            return exc
+        except Exception as exc:
+            # An upstream bug must fail this load's waiters, not the router and every request.
+            log.exception("swap: starting %s raised", target)
+            return StartFailed(target, "spawn", f"{type(exc).__name__}: {exc}")
+        return None
+
+    async def _stop(
+        self,
+        models: frozenset[str],
+        tickets: Mapping[str, _Ticket],
+        reply: trio.MemorySendChannel[list[str]] | None,
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            for model in sorted(models):
+                nursery.start_soon(self._stop_one, model, tickets.get(model))
+        self._post(_StopDone(models, reply))
+
+    async def _stop_one(self, model: str, ticket: _Ticket | None) -> None:
+        await self._stop_quietly(model)
+        if ticket is not None:
+            # A load of this model was under way: its start may have won the race with our stop
+            # (a start the upstream had not yet seen). Once the load is over, stop again.
+            await ticket.finished.wait()
+            await self._stop_quietly(model)
+
+    async def _stop_quietly(self, model: str) -> None:
+        try:
+            await self._upstreams[model].stop()
+        except Exception:
+            log.exception("stopping %s raised", model)

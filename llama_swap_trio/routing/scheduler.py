@@ -1,0 +1,435 @@
+"""The scheduler: which request is served, which waits, which load starts (SPEC 3.5).
+
+Theory of operation
+===================
+
+The scheduler is a plain object: no trio, no I/O, no clock. The router task feeds it events by
+calling its methods (``request``, ``cancel``, ``serve_done``, ``load_done``, ``stop_done``,
+``unload``, ``idle_expired``, ``upstream_stopped``, ``shutdown``) one at a time, and it acts
+through an :class:`Effects` object it is given (grant or refuse a request, start a load, report
+progress, the queue and in-flight counts). Two decisions come back as return values instead,
+because the caller must act on them at once and in its own way: ``unload`` returns the models to
+stop, ``idle_expired`` says whether to stop the model. We chose an Effects interface over a list of
+actions (h11 style) because one effect has a result the state machine depends on: a grant counts
+in flight only if it reached a live handler (``Effects.grant`` returns False otherwise).
+
+The rules, numbered so tests and comments can cite them:
+
+1. A request is *admitted* before anything else: at most ``concurrency_limit`` requests per model
+   are queued, waiting for a load or served at once (0 = no limit). Over it: 429.
+2. An admitted request then takes the first matching rule of :data:`DECISION_RULES` (join a load
+   under way, wait for a stop, fast path, wait for a colliding load/stop, wait for busy models to
+   finish, else start a load). Every request ends exactly once: granted, refused or cancelled.
+3. A load reserves its target and its evictions until it is done; two loads whose reservations
+   overlap never run together, loads that do not overlap run in parallel.
+4. A model with requests in flight is never evicted (TTL included). In flight is counted iff a
+   grant reached a live handler, and only that handler's ``serve_done`` (or a cancel after the
+   grant) decrements it; counts are never reset by hand, even on unload or crash.
+5. The queue is ordered by priority (higher first), then arrival. It is drained whenever something
+   that could unblock it happens (load done, stop done, last in-flight request of a model done,
+   unload, crash); the drain repeats until nothing changes. Requests for the same model go
+   together: when one leaves the queue, every queued request for that model follows it.
+6. A cancelled request leaves the queue and its load's waiters; it never causes a load. A load
+   started for a request that then left still completes (ARCHITECTURE rule 3).
+7. The scheduler's view of a model is derived, never stored: a model is ``starting`` while a load
+   targets it, ``stopping`` while it is evicted by a load, stopped by TTL/unload or its load was
+   cancelled by an unload, ``ready`` after its load succeeded and until it is stopped or crashes,
+   else ``stopped``. Every model not ``stopped`` is "running" for the swapper.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Protocol
+
+import attrs
+
+from llama_swap_trio import errors
+from llama_swap_trio.config.model import ModelConfig
+from llama_swap_trio.errors import ProxyError
+from llama_swap_trio.routing.api import Progress, QueueEntry
+from llama_swap_trio.routing.swappers import Swapper
+from llama_swap_trio.upstream.api import UpstreamState
+
+
+class Effects(Protocol):
+    """Everything the scheduler does to the world. Implementations must not block."""
+
+    def grant(self, rid: int, model: str, load_seconds: float) -> bool:
+        """Hand request ``rid`` its grant; True iff a live handler received it."""
+        ...
+
+    def refuse(self, rid: int, error: ProxyError) -> None:
+        """Answer request ``rid`` with ``error`` (a handler that is gone is ignored)."""
+        ...
+
+    def progress(self, rid: int, progress: Progress) -> None: ...
+
+    def start_load(self, target: str, evict: frozenset[str], explanation: str) -> None:
+        """Stop ``evict`` (in parallel), then start ``target``; report with ``load_done``."""
+        ...
+
+    def queue_changed(self, queue: tuple[QueueEntry, ...]) -> None: ...
+
+    def in_flight_changed(self, model: str, count: int) -> None: ...
+
+
+class Decision(enum.Enum):
+    JOIN = "join"
+    QUEUE = "queue"
+    GRANT = "grant"
+    START = "start"
+
+
+@attrs.frozen
+class Facts:
+    """What the decision rules look at, for one model at one moment."""
+
+    loading: bool
+    load_cancelled: bool
+    stopping: bool
+    ready: bool
+    evict: frozenset[str]
+    collides: bool
+    evict_busy: bool
+
+
+#: The decision tree (SPEC 3.5, llama-swap's FIFO), in order; the first matching rule wins.
+DECISION_RULES: tuple[tuple[str, Callable[[Facts], bool], Decision], ...] = (
+    ("an unloaded load of it winds down", lambda f: f.load_cancelled, Decision.QUEUE),
+    ("a load of it is under way", lambda f: f.loading, Decision.JOIN),
+    ("it is being stopped", lambda f: f.stopping, Decision.QUEUE),
+    ("ready, nothing to evict", lambda f: f.ready and not f.evict, Decision.GRANT),
+    ("an eviction collides with a load/stop", lambda f: f.collides, Decision.QUEUE),
+    ("an eviction has requests in flight", lambda f: f.evict_busy, Decision.QUEUE),
+    ("otherwise", lambda f: True, Decision.START),
+)  # fmt: skip
+
+
+@attrs.define(eq=False)
+class _Request:
+    rid: int
+    model: str
+    priority: int
+    #: the target of the load this request waits for; None while queued
+    load: str | None = None
+    #: the last queue position told to the request (0 = none)
+    position: int = 0
+
+
+@attrs.define(eq=False)
+class _Load:
+    target: str
+    evict: frozenset[str]
+    waiters: list[_Request]
+    #: an unload hit the target: waiters were refused, the reservation holds until load_done
+    cancelled: bool = False
+
+
+class Scheduler:
+    """The pure scheduling state machine. See the module docstring for the rules."""
+
+    def __init__(
+        self, models: Mapping[str, ModelConfig], swapper: Swapper, effects: Effects
+    ) -> None:
+        self._models = models
+        self._swapper = swapper
+        self._effects = effects
+        self._queued: list[_Request] = []
+        self._waiting: dict[int, _Request] = {}
+        self._granted: dict[int, str] = {}
+        self._loads: dict[str, _Load] = {}
+        self._ready: set[str] = set()
+        self._stopping: Counter[str] = Counter()
+        self._admitted: Counter[str] = Counter()
+        self._in_flight: Counter[str] = Counter()
+        self._closing = False
+        self._told_queue: tuple[QueueEntry, ...] = ()
+
+    # ---------------------------------------------------------------- views
+
+    def state(self, model: str) -> UpstreamState:
+        """The scheduler's view of ``model`` (rule 7)."""
+        load = self._loads.get(model)
+        if load is not None:
+            return UpstreamState.STOPPING if load.cancelled else UpstreamState.STARTING
+        if self._stopping[model] or any(model in ld.evict for ld in self._loads.values()):
+            return UpstreamState.STOPPING
+        if model in self._ready:
+            return UpstreamState.READY
+        return UpstreamState.STOPPED
+
+    def in_flight(self, model: str) -> int:
+        return self._in_flight[model]
+
+    def admitted(self, model: str) -> int:
+        return self._admitted[model]
+
+    def queue(self) -> tuple[QueueEntry, ...]:
+        return tuple(QueueEntry(r.model, i) for i, r in enumerate(self._queued, start=1))
+
+    def loads(self) -> dict[str, frozenset[str]]:
+        """Loads under way: target -> evictions."""
+        return {target: load.evict for target, load in self._loads.items()}
+
+    def waiting(self) -> frozenset[int]:
+        """Requests that wait (queued or for a load)."""
+        return frozenset(self._waiting)
+
+    def granted(self) -> frozenset[int]:
+        return frozenset(self._granted)
+
+    def running(self) -> frozenset[str]:
+        """Every model not stopped (rule 7): what the swapper is given."""
+        return frozenset(m for m in self._models if self.state(m) != UpstreamState.STOPPED)
+
+    def facts(self, model: str) -> Facts:
+        load = self._loads.get(model)
+        stopping = self.state(model) == UpstreamState.STOPPING
+        evict: frozenset[str] = frozenset()
+        collides = evict_busy = False
+        if load is None and not stopping:
+            evict = self._swapper.evictions(model, self.running())
+            reserved = set(self._stopping)
+            for other in self._loads.values():
+                reserved.add(other.target)
+                reserved.update(other.evict)
+            collides = not evict.isdisjoint(reserved)
+            evict_busy = any(self._in_flight[m] > 0 for m in evict)
+        return Facts(
+            loading=load is not None and not load.cancelled,
+            load_cancelled=load is not None and load.cancelled,
+            stopping=stopping,
+            ready=model in self._ready,
+            evict=evict,
+            collides=collides,
+            evict_busy=evict_busy,
+        )
+
+    def decide(self, model: str) -> tuple[Decision, str]:
+        """What a request for ``model`` would get now, and the rule that said so."""
+        facts = self.facts(model)
+        for reason, applies, decision in DECISION_RULES:
+            if applies(facts):
+                return decision, reason
+        raise AssertionError("the last rule always applies")  # pragma: no cover
+
+    # ---------------------------------------------------------------- events
+
+    def request(self, rid: int, model: str, *, require_ready: bool = False) -> None:
+        """A new request (rule 1, then rule 2). ``require_ready``: grant now or refuse 409."""
+        config = self._models.get(model)
+        if self._closing:
+            self._effects.refuse(rid, errors.shutting_down())
+        elif config is None:
+            self._effects.refuse(rid, errors.model_not_found(model))
+        elif config.concurrency_limit and self._admitted[model] >= config.concurrency_limit:
+            self._effects.refuse(rid, errors.concurrency_limit(model, config.concurrency_limit))
+        else:
+            self._admitted[model] += 1
+            req = _Request(rid, model, config.priority)
+            decision, _ = self.decide(model)
+            if require_ready and decision is not Decision.GRANT:
+                self._release(model)
+                self._effects.refuse(rid, errors.model_not_loaded(model))
+            elif decision is Decision.QUEUE:
+                self._enqueue(req)
+            else:
+                self._act(req, decision)
+        self._after()
+
+    def cancel(self, rid: int) -> None:
+        """The handler of ``rid`` is gone (rule 6). After a grant this counts as serve done."""
+        if rid in self._granted:
+            self.serve_done(rid)
+            return
+        req = self._waiting.pop(rid, None)
+        if req is None:
+            return  # already answered
+        if req.load is not None:
+            self._loads[req.load].waiters.remove(req)
+        else:
+            self._queued.remove(req)
+        self._release(req.model)
+        self._after()
+
+    def serve_done(self, rid: int) -> None:
+        model = self._granted.pop(rid, None)
+        if model is None:
+            return
+        self._in_flight[model] -= 1
+        self._release(model)
+        count = self._in_flight[model]
+        if count <= 0:
+            del self._in_flight[model]
+        self._effects.in_flight_changed(model, count)
+        if count <= 0:
+            self._drain()
+        self._after()
+
+    def load_done(self, target: str, error: ProxyError | None, seconds: float) -> None:
+        """The load of ``target`` finished (its evictions are stopped either way)."""
+        load = self._loads.pop(target, None)
+        if load is None:
+            return
+        if not load.cancelled:
+            if error is None:
+                self._ready.add(target)
+            for req in load.waiters:
+                del self._waiting[req.rid]
+                if error is None:
+                    self._grant(req, seconds)
+                else:
+                    self._refuse(req, error)
+        self._drain(first=target if error is None else None)
+        self._after()
+
+    def stop_done(self, models: Iterable[str]) -> None:
+        """Stops started for ``unload`` or ``idle_expired`` are done."""
+        for model in models:
+            if self._stopping[model] > 1:
+                self._stopping[model] -= 1
+            else:
+                self._stopping.pop(model, None)
+            self._ready.discard(model)
+        self._drain()
+        self._after()
+
+    def unload(self, models: Collection[str] | None = None) -> frozenset[str]:
+        """Unload ``models`` (all when None): refuse their waiters and queued requests with 503,
+        and return those that are running; the caller must stop them and report ``stop_done``.
+        In-flight requests are not waited for (llama-swap #125)."""
+        names = set(self._models) if models is None else set(models) & set(self._models)
+        for name in sorted(names):
+            load = self._loads.get(name)
+            if load is not None and not load.cancelled:
+                load.cancelled = True
+                for req in load.waiters:
+                    del self._waiting[req.rid]
+                    self._refuse(req, errors.model_unloaded(name))
+                load.waiters = []
+        for req in [r for r in self._queued if r.model in names]:
+            self._queued.remove(req)
+            del self._waiting[req.rid]
+            self._refuse(req, errors.model_unloaded(req.model))
+        targets = frozenset(m for m in names if self.state(m) != UpstreamState.STOPPED)
+        for model in targets:
+            self._stopping[model] += 1
+            self._ready.discard(model)
+        self._drain()
+        self._after()
+        return targets
+
+    def idle_expired(self, model: str) -> bool:
+        """An upstream's TTL expired. True: stop it (and report ``stop_done``); False: keep it,
+        because it is not ready or something is queued, waiting or in flight for it (rule 4)."""
+        if self._closing or self.state(model) != UpstreamState.READY or self._admitted[model]:
+            return False
+        self._ready.discard(model)
+        self._stopping[model] += 1
+        return True
+
+    def upstream_stopped(self, model: str) -> None:
+        """An upstream reported ``stopped`` on its own (a crash after ready): forget it was ready.
+        Stops and loads the router made itself are settled by ``stop_done``/``load_done``."""
+        if model in self._ready:
+            self._ready.discard(model)
+            self._drain()
+            self._after()
+
+    def shutdown(self) -> None:
+        """Refuse every waiting request with 503 at once; from now on refuse everything."""
+        self._closing = True
+        waiting = [r for load in self._loads.values() for r in load.waiters] + self._queued
+        for load in self._loads.values():
+            load.waiters = []
+        self._queued = []
+        for req in waiting:
+            del self._waiting[req.rid]
+            self._refuse(req, errors.shutting_down())
+        self._after()
+
+    # ---------------------------------------------------------------- internals
+
+    def _release(self, model: str) -> None:
+        if self._admitted[model] > 1:
+            self._admitted[model] -= 1
+        else:
+            del self._admitted[model]
+
+    def _refuse(self, req: _Request, error: ProxyError) -> None:
+        self._release(req.model)
+        self._effects.refuse(req.rid, error)
+
+    def _grant(self, req: _Request, load_seconds: float) -> None:
+        if self._effects.grant(req.rid, req.model, load_seconds):
+            self._granted[req.rid] = req.model
+            self._in_flight[req.model] += 1
+            self._effects.in_flight_changed(req.model, self._in_flight[req.model])
+        else:
+            self._release(req.model)  # the handler is gone: no serve_done will follow
+
+    def _enqueue(self, req: _Request) -> None:
+        """Insert before the first request of strictly lower priority (rule 5)."""
+        index = next(
+            (i for i, r in enumerate(self._queued) if r.priority < req.priority),
+            len(self._queued),
+        )
+        self._queued.insert(index, req)
+        self._waiting[req.rid] = req
+
+    def _act(self, req: _Request, decision: Decision) -> None:
+        if decision is Decision.GRANT:
+            self._grant(req, 0.0)
+            return
+        if decision is Decision.JOIN:
+            load = self._loads[req.model]
+        else:
+            assert decision is Decision.START
+            running = self.running()
+            evict = self._swapper.evictions(req.model, running)
+            load = self._loads[req.model] = _Load(req.model, evict, [])
+            self._ready.difference_update(evict)
+            self._effects.start_load(req.model, evict, self._swapper.explain(req.model, running))
+        load.waiters.append(req)
+        req.load = req.model
+        self._waiting[req.rid] = req
+        self._effects.progress(req.rid, Progress("loading", evict=tuple(sorted(load.evict))))
+
+    def _try_queued(self, req: _Request) -> bool:
+        decision, _ = self.decide(req.model)
+        if decision is Decision.QUEUE:
+            return False
+        self._queued.remove(req)
+        del self._waiting[req.rid]
+        self._act(req, decision)
+        return True
+
+    def _drain(self, first: str | None = None) -> None:
+        """Rule 5: serve what the queue can serve now, same-model requests together."""
+        if first is not None:
+            for req in [r for r in self._queued if r.model == first]:
+                self._try_queued(req)
+        progressed = True
+        while progressed:
+            progressed = False
+            for req in list(self._queued):
+                if req not in self._queued:
+                    continue  # left the queue earlier in this pass
+                if self._try_queued(req):
+                    progressed = True
+                    for other in [r for r in self._queued if r.model == req.model]:
+                        self._try_queued(other)
+
+    def _after(self) -> None:
+        """Tell what changed in the queue: the queue event and each request's new position."""
+        queue = self.queue()
+        if queue != self._told_queue:
+            self._told_queue = queue
+            self._effects.queue_changed(queue)
+        for position, req in enumerate(self._queued, start=1):
+            if req.position != position:
+                req.position = position
+                self._effects.progress(req.rid, Progress("queued", position=position))

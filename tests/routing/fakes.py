@@ -1,0 +1,106 @@
+"""A fake upstream for router tests: timings and failures on demand, no process."""
+
+from __future__ import annotations
+
+import time
+
+import trio
+
+from llama_swap_trio.config.model import ModelConfig
+from llama_swap_trio.upstream.api import Notify, StartFailed, StateChanged, UpstreamState
+
+
+class FakeUpstream:
+    """``start`` sleeps ``start_delay`` (a stop during it aborts it with reason ``cancelled``),
+    then fails with ``fail_with`` if set (once) or becomes ready; ``stop`` sleeps ``stop_delay``.
+    Every transition is reported through ``notify`` like the real Upstream."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        notify: Notify,
+        *,
+        start_delay: float = 1.0,
+        stop_delay: float = 0.5,
+    ) -> None:
+        self._model = model
+        self._notify = notify
+        self.start_delay = start_delay
+        self.stop_delay = stop_delay
+        self.fail_with: StartFailed | None = None
+        self._state = UpstreamState.STOPPED
+        self._generation = 0
+        self._start_scope: trio.CancelScope | None = None
+        self._settled = trio.Event()
+        self.starts = 0
+        self.stops = 0
+        self.in_flight_reports: list[int] = []
+        #: (state, router's last in-flight report) whenever a stop really stops a ready process
+        self.stopped_with_in_flight: list[int] = []
+
+    @property
+    def model(self) -> ModelConfig:
+        return self._model
+
+    @property
+    def state(self) -> UpstreamState:
+        return self._state
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def in_flight(self) -> int:
+        return self.in_flight_reports[-1] if self.in_flight_reports else 0
+
+    def _set(self, state: UpstreamState, error: str | None = None) -> None:
+        previous, self._state = self._state, state
+        self._notify(StateChanged(self._model.id, state, previous, time.time(), error))
+        if state in (UpstreamState.STOPPED, UpstreamState.READY):
+            self._settled.set()
+            self._settled = trio.Event()
+
+    async def _wait_settled(self) -> None:
+        while self._state in (UpstreamState.STARTING, UpstreamState.STOPPING):
+            await self._settled.wait()
+
+    async def start(self) -> None:
+        await self._wait_settled()
+        if self._state == UpstreamState.READY:
+            return
+        self.starts += 1
+        self._set(UpstreamState.STARTING)
+        with trio.CancelScope() as scope:
+            self._start_scope = scope
+            await trio.sleep(self.start_delay)
+        self._start_scope = None
+        if scope.cancelled_caught:
+            self._set(UpstreamState.STOPPED, "stopped while starting")
+            raise StartFailed(self._model.id, "cancelled", "stopped while starting")
+        if self.fail_with is not None:
+            error, self.fail_with = self.fail_with, None
+            self._set(UpstreamState.STOPPED, str(error))
+            raise error
+        self._generation += 1
+        self._set(UpstreamState.READY)
+
+    async def stop(self) -> None:
+        if self._start_scope is not None:
+            self._start_scope.cancel()
+        await self._wait_settled()
+        if self._state != UpstreamState.READY:
+            return
+        self.stops += 1
+        self.stopped_with_in_flight.append(self.in_flight)
+        self._set(UpstreamState.STOPPING)
+        await trio.sleep(self.stop_delay)
+        self._set(UpstreamState.STOPPED)
+
+    def set_in_flight(self, count: int) -> None:
+        self.in_flight_reports.append(count)
+
+    def crash(self) -> None:
+        """The process exits on its own after ready."""
+        assert self._state == UpstreamState.READY
+        self._set(UpstreamState.STOPPED, "exited unexpectedly")
