@@ -25,7 +25,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -34,11 +34,11 @@ from hypercorn.trio import serve as hypercorn_serve
 from llama_swap_trio.config.model import Config
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.http.app import create_app
-from llama_swap_trio.http.forward import ClientPool
+from llama_swap_trio.http.pool import ClientPool
 from llama_swap_trio.logbuffer import LogBuffer
 from llama_swap_trio.routing.router import Router
 from llama_swap_trio.upstream.api import LogLine, StateChanged, UpstreamEvent, UpstreamState
-from llama_swap_trio.upstream.guard import open_process_guard, state_file_path
+from llama_swap_trio.upstream.guard import GuardError, open_process_guard, state_file_path
 from llama_swap_trio.upstream.upstream import Upstream
 
 log = logging.getLogger("llama_swap_trio")
@@ -178,16 +178,15 @@ async def _serve_http(
     forced: trio.CancelScope,
     done: trio.Event,
     *,
-    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """hypercorn's serve; returns after ``graceful`` once in-flight responses are done (or cut at
-    the graceful timeout), at once when ``forced`` is cancelled."""
+    the graceful timeout), at once when ``forced`` is cancelled. Started with the bound URLs."""
     try:
         with forced:
-            binds = await hypercorn_serve(
-                app, hc, shutdown_trigger=graceful.wait, mode="asgi", task_status=task_status
+            await hypercorn_serve(
+                cast(Any, app), hc, shutdown_trigger=graceful.wait, task_status=task_status
             )
-            del binds
     finally:
         done.set()
 
@@ -253,7 +252,7 @@ async def serve(
                     shutting_down=graceful.is_set,
                 )
                 try:
-                    url = await root.start(
+                    urls = await root.start(
                         _serve_http, app, _hypercorn_config(host, port), graceful, forced, served
                     )
                 except OSError as error:
@@ -262,6 +261,7 @@ async def serve(
                             f"cannot listen on {host}:{port}: the address is already in use"
                         ) from None
                     raise DaemonError(f"cannot listen on {host}:{port}: {error}") from None
+                url = urls[0]
                 log.info("listening on %s", url)
                 task_status.started(url)
                 if config.preload:
@@ -306,3 +306,5 @@ def run(
         trio.run(partial(serve, config, host, port, log_level=log_level))
     except* DaemonError as group:
         raise group.exceptions[0] from None
+    except* GuardError as group:
+        raise DaemonError(str(group.exceptions[0])) from None

@@ -72,13 +72,26 @@ def fetch_source(cache: Path) -> Path:
     if not tarball.exists():
         log(f"downloading the llama-cpp-python {SDIST_VERSION} sdist")
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-             f"llama-cpp-python=={SDIST_VERSION}", "-d", str(downloads)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"llama-cpp-python=={SDIST_VERSION}",
+                "-d",
+                str(downloads),
+            ],
             check=True,
         )
     log("extracting vendor/llama.cpp")
     with tarfile.open(tarball) as archive:
-        members = [m for m in archive.getmembers() if m.name.startswith(f"{SDIST}/vendor/llama.cpp")]
+        members = [
+            m for m in archive.getmembers() if m.name.startswith(f"{SDIST}/vendor/llama.cpp")
+        ]
         archive.extractall(cache / "src", members=members, filter="data")
     return source
 
@@ -87,12 +100,25 @@ def build_server(source: Path, target: Path) -> None:
     build = cache_dir() / "build"
     cmake = shutil.which("cmake")
     if cmake is None:
-        raise SystemExit("real_llama: cmake is needed (apt-get install cmake, or pip install cmake)")
+        raise SystemExit(
+            "real_llama: cmake is needed (apt-get install cmake, or pip install cmake)"
+        )
     log("configuring llama.cpp")
     subprocess.run(
-        [cmake, "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-         "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DGGML_NATIVE=OFF", "-DBUILD_SHARED_LIBS=OFF",
-         "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"],
+        [
+            cmake,
+            "-S",
+            str(source),
+            "-B",
+            str(build),
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DLLAMA_CURL=OFF",
+            "-DLLAMA_OPENSSL=OFF",
+            "-DGGML_NATIVE=OFF",
+            "-DBUILD_SHARED_LIBS=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
     )

@@ -9,25 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from llama_swap_trio.errors import SOURCE, ProxyError
-
-if TYPE_CHECKING:  # the ASGI aliases are types only; nothing here needs them at run time
-    from llama_swap_trio.http.asgi import Scope, Send
+from llama_swap_trio.http.asgi import Scope, Send
+from llama_swap_trio.http.request import header
 
 Headers = list[tuple[bytes, bytes]]
 
 JSON_TYPE = b"application/json"
 TEXT_TYPE = b"text/plain; charset=utf-8"
-
-
-def header(scope: Scope, name: bytes) -> bytes | None:
-    """The first value of request header ``name`` (lower case), or None."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
 
 
 def wants_text(scope: Scope) -> bool:

@@ -6,10 +6,10 @@ they forward, through the ``serve`` async context manager::
     async with router.serve("qwen", on_progress=progress) as grant:
         ...  # forward to grant.model.proxy; grant.upstream.generation keys the connection pool
 
-``serve`` raises :class:`~llama_swap_trio.errors.ProxyError` (429, 502, 503, 504...) when the request
-cannot be served; leaving the block (normally, by error or by cancellation) reports the request as
-done, so in-flight counts can never leak. Cancelling a handler while it waits removes it from the
-queue, and a request nobody waits for never causes a load.
+``serve`` raises :class:`~llama_swap_trio.errors.ProxyError` (429, 502, 503, 504...) when the
+request cannot be served; leaving the block (normally, by error or by cancellation) reports the
+request as done, so in-flight counts can never leak. Cancelling a handler while it waits removes
+it from the queue, and a request nobody waits for never causes a load.
 """
 
 from __future__ import annotations

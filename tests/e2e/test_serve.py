@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
+from contextlib import aclosing
 
 import httpx
 import trio
 from trio_websocket import open_websocket_url
 
 from tests.e2e.conftest import StartDaemon
-from tests.fakes import fake_cmd
+from tests.fakes import fake_cmd, free_port
 
 
 def chat(model: str, *, stream: bool = False, **extra: object) -> dict[str, object]:
@@ -25,12 +26,22 @@ def chat(model: str, *, stream: bool = False, **extra: object) -> dict[str, obje
 def two_models(*knobs_a: str, extra: str = "") -> str:
     return f"""
 health_check_timeout = 30
+start_port = {free_port()}
 {extra}
 [models.a]
 cmd = {json.dumps(fake_cmd("--model-id", "a", *knobs_a))}
 [models.b]
 cmd = {json.dumps(fake_cmd("--model-id", "b"))}
 """
+
+
+async def first_data_line(response: httpx.Response) -> str:
+    """Read a streaming response up to its first SSE data line (the rest stays unread)."""
+    async with aclosing(response.aiter_lines()) as lines:
+        async for line in lines:
+            if line.startswith("data: {"):
+                return line
+    raise AssertionError("the stream ended without a data line")
 
 
 async def running_models(client: httpx.AsyncClient) -> dict[str, str]:
@@ -84,10 +95,8 @@ async def test_first_stream_chunk_arrives_while_upstream_still_produces(
         async with client.stream("POST", "/v1/chat/completions", json=chat("a", stream=True)) as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             assert r.headers["x-accel-buffering"] == "no"
-            async for line in r.aiter_lines():
-                if line.startswith("data: {"):
-                    first_chunk_after = trio.current_time() - started
-                    break
+            await first_data_line(r)
+            first_chunk_after = trio.current_time() - started
     # the whole stream takes ~3 s; the first chunk comes long before that
     assert first_chunk_after < 2.0
 
@@ -96,11 +105,11 @@ async def test_client_disconnect_mid_stream_reaches_the_upstream(start_daemon: S
     daemon = await start_daemon(two_models("--tokens", "100", "--token-interval", "0.1"))
     async with daemon.client() as client:
         async with client.stream("POST", "/v1/chat/completions", json=chat("a", stream=True)) as r:
-            async for line in r.aiter_lines():
-                if line.startswith("data: {"):
-                    break
-        # leaving the block closed the connection mid-stream
-        await daemon.wait_for_line("client disconnected", timeout=1.0)
+            await first_data_line(r)
+        # leaving the block closed the connection mid-stream: the upstream sees it within 1 s
+        with trio.fail_after(1.0):
+            while (await client.get("/upstream/a/debug/stats")).json()["disconnects"] < 1:
+                await trio.sleep(0.02)
 
 
 async def test_long_stream_is_not_cut_when_another_model_is_requested(
@@ -160,6 +169,7 @@ async def test_model_ids_with_slashes_are_reachable_under_upstream(
 ) -> None:
     daemon = await start_daemon(
         f"""
+start_port = {free_port()}
 [models."org/model"]
 cmd = {json.dumps(fake_cmd("--model-id", "org/model"))}
 [models.org]
@@ -237,9 +247,7 @@ async def test_sigterm_with_running_models_and_an_open_stream_exits_0_leaving_no
         groups = daemon.note_upstreams()
         assert len(groups) >= 2
         async with client.stream("POST", "/v1/chat/completions", json=chat("a", stream=True)) as r:
-            async for line in r.aiter_lines():
-                if line.startswith("data: {"):
-                    daemon.signal(signal.SIGTERM)
-                    break
+            await first_data_line(r)
+            daemon.signal(signal.SIGTERM)
     assert await daemon.wait_exit() == 0
     assert not daemon.live_upstream_groups()

@@ -1,0 +1,510 @@
+"""The ASGI application: lifespan, routing, auth, model-routed requests, management endpoints.
+
+Plain ASGI with a small routing table, no framework (research python-stack 1.7: a framework costs
+20-30 % and hides the disconnect handling). A request goes, in order:
+
+1. ``OPTIONS`` on any path: 204 with CORS headers, no key (as llama-swap);
+2. ``/health``: 200 ``OK``, no key;
+3. the API key check (SPEC 3.6);
+4. the route: exact paths in a table, then the prefix routes (``/upstream/``,
+   ``/api/models/unload/``, ``/api/models/load/``, ``/logs/stream/``); else 404 ``not_found``.
+   A known path with a method it does not serve gets **405** ``method_not_allowed`` with
+   ``Allow`` (clearer than llama-swap's 404-or-405 depending on the route).
+
+A :class:`~llama_swap_trio.errors.ProxyError` raised before the response head is rendered with
+its status and headers; handlers never raise one after their head (the forwarding engine keeps the
+same contract). A request with an ``Origin`` gets ``access-control-allow-origin`` on its response.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import unquote
+
+import trio
+
+from llama_swap_trio import errors
+from llama_swap_trio.config.model import Config, ModelConfig
+from llama_swap_trio.errors import ProxyError
+from llama_swap_trio.feed.bus import EventBus
+from llama_swap_trio.http.asgi import Receive, Scope, Send
+from llama_swap_trio.http.auth import is_authorized
+from llama_swap_trio.http.disconnect import ClientWatch, watching
+from llama_swap_trio.http.errors import send_bytes, send_error, send_json, send_text
+from llama_swap_trio.http.events import handle_events
+from llama_swap_trio.http.forward import ForwardResult, forward_http
+from llama_swap_trio.http.loading import serve_with_loading_state
+from llama_swap_trio.http.logs import STREAM_PREFIX, LogViews
+from llama_swap_trio.http.models_list import models_list, running_list
+from llama_swap_trio.http.pool import ClientPool
+from llama_swap_trio.http.request import (
+    UPSTREAM_PREFIX,
+    ClientDisconnected,
+    UpstreamTarget,
+    extract_model,
+    header,
+    match_upstream,
+    read_body,
+)
+from llama_swap_trio.http.rewrite import rewrite_request
+from llama_swap_trio.http.websocket_tunnel import tunnel_websocket
+from llama_swap_trio.logbuffer import LogBuffer
+from llama_swap_trio.routing.api import RouterLike
+from llama_swap_trio.upstream.api import UpstreamState
+
+log = logging.getLogger(__name__)
+
+ASGIApp = Callable[["Scope", "Receive", "Send"], Awaitable[None]]
+Handler = Callable[["Scope", "Receive", "Send"], Awaitable[None]]
+
+#: SPEC 3.1: POST endpoints whose model is in the body (JSON or a form)
+MODEL_POST_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/embeddings",
+        "/v1/rerank",
+        "/v1/reranking",
+        "/rerank",
+        "/reranking",
+        "/infill",
+        "/completion",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/audio/speech",
+        "/v1/images/generations",
+        "/sdapi/v1/txt2img",
+        "/sdapi/v1/img2img",
+        "/v1/audio/transcriptions",
+        "/v1/audio/translations",
+        "/v1/images/edits",
+    }
+)
+#: SPEC 3.1: GET endpoints whose model is ``?model=``
+MODEL_GET_PATHS = frozenset({"/props", "/v1/audio/voices", "/sdapi/v1/loras"})
+
+LOADING_STATE_PATH = "/v1/chat/completions"
+UNLOAD_PREFIX = "/api/models/unload/"
+LOAD_PREFIX = "/api/models/load/"
+
+_CORS_METHODS = b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
+_CORS_DEFAULT_HEADERS = b"Content-Type, Authorization, Accept, X-Requested-With"
+_HEADER_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def method_not_allowed(method: str, path: str, allowed: str) -> ProxyError:
+    return ProxyError(
+        405,
+        "invalid_request_error",
+        "method_not_allowed",
+        f"method {method} is not allowed on {path}",
+        (("allow", allowed),),
+    )
+
+
+def create_app(
+    config: Config,
+    router: RouterLike,
+    *,
+    pool: ClientPool,
+    bus: EventBus,
+    proxy_logs: LogBuffer,
+    upstream_logs: Mapping[str, LogBuffer],
+    shutting_down: Callable[[], bool],
+) -> ASGIApp:
+    """The daemon's ASGI application.
+
+    Args:
+        config: the resolved configuration.
+        router: grants requests their model (``serve``), loads and unloads.
+        pool: upstream HTTP clients, for the forwarding engine.
+        bus: the event bus; a ``request`` event is published for every forwarded request.
+        proxy_logs, upstream_logs: the proxy's log and each model's output (by model id).
+        shutting_down: true once the daemon is stopping; new model requests then get 503.
+    """
+    return App(
+        config, router, pool, bus, LogViews(config, proxy_logs, upstream_logs), shutting_down
+    )
+
+
+class App:
+    def __init__(
+        self,
+        config: Config,
+        router: RouterLike,
+        pool: ClientPool,
+        bus: EventBus,
+        logs: LogViews,
+        shutting_down: Callable[[], bool],
+    ) -> None:
+        self.config = config
+        self.router = router
+        self.pool = pool
+        self.bus = bus
+        self.logs = logs
+        self.shutting_down = shutting_down
+        self._keys = tuple(key.encode() for key in config.api_keys)
+        model = self._model_request
+        self._routes: dict[str, tuple[frozenset[str], Handler]] = {
+            path: (frozenset({"POST"}), model) for path in MODEL_POST_PATHS
+        }
+        self._routes.update({path: (frozenset({"GET"}), model) for path in MODEL_GET_PATHS})
+        get = frozenset({"GET"})
+        self._routes.update(
+            {
+                "/v1/models": (get, self._models),
+                "/models": (get, self._models),
+                "/running": (get, self._running),
+                "/api/models/unload": (frozenset({"POST"}), self._unload_all),
+                "/logs": (get, self._logs),
+                "/logs/stream": (get, self._log_stream),
+                "/api/events": (get, self._events),
+            }
+        )
+        self._prefixes: tuple[tuple[str, frozenset[str] | None, Handler], ...] = (
+            (UPSTREAM_PREFIX, None, self._upstream),
+            (UNLOAD_PREFIX, frozenset({"POST"}), self._unload_one),
+            (LOAD_PREFIX, frozenset({"POST"}), self._load_one),
+            (STREAM_PREFIX, get, self._log_stream),
+        )
+
+    # -- ASGI entry --------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if method == "OPTIONS":
+            await _preflight(scope, send)
+            return
+        origin = header(scope, b"origin")
+        if origin is not None:
+            send = _with_allow_origin(send, origin)
+        try:
+            if path == "/health":
+                if method not in ("GET", "HEAD"):
+                    raise method_not_allowed(method, path, "GET, HEAD")
+                await send_text(send, 200, "OK")
+                return
+            if self._keys and not is_authorized(scope, self._keys):
+                raise errors.unauthorized()
+            route = self._routes.get(path)
+            if route is not None:
+                methods, handler = route
+                if method not in methods:
+                    raise method_not_allowed(method, path, ", ".join(sorted(methods)))
+                await handler(scope, receive, send)
+                return
+            if path == "/upstream":
+                raise errors.not_found(path)
+            for prefix, allowed, handler in self._prefixes:
+                if path.startswith(prefix) and len(path) > len(prefix):
+                    if allowed is not None and method not in allowed:
+                        raise method_not_allowed(method, path, ", ".join(sorted(allowed)))
+                    await handler(scope, receive, send)
+                    return
+            raise errors.not_found(path)
+        except ProxyError as error:
+            await send_error(scope, send, error)
+        except ClientDisconnected:
+            pass  # nobody to answer
+
+    # -- model-routed requests (SPEC 3.1) ----------------------------------------------------------
+
+    def _refuse_if_shutting_down(self) -> None:
+        if self.shutting_down():
+            raise errors.shutting_down()
+
+    async def _model_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._refuse_if_shutting_down()
+        body = await read_body(scope, receive)
+        parsed = extract_model(scope, body)
+        model = self.config.resolve(parsed.model)
+        if model is None:
+            raise errors.model_not_found(parsed.model)
+        rewritten = rewrite_request(scope, body, parsed, model)
+        path: str = scope["path"]
+        if (
+            model.send_loading_state
+            and parsed.stream
+            and path == LOADING_STATE_PATH
+            and self.router.upstream(model.id).state != UpstreamState.READY
+        ):
+            result = await serve_with_loading_state(
+                rewritten.scope,
+                receive,
+                send,
+                router=self.router,
+                model=model,
+                requested_name=parsed.model,
+                body=rewritten.body,
+                pool=self.pool,
+                target=rewritten.target,
+            )
+            self._publish(model, path, result)
+            return
+        await self._forward(model, rewritten.scope, receive, send, rewritten.body, rewritten.target)
+
+    async def _forward(
+        self,
+        model: ModelConfig,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes,
+        target: str | None,
+        *,
+        require_ready: bool = False,
+    ) -> None:
+        """Wait for ``model``, then forward the request and publish its ``request`` event.
+
+        One watcher reads ``receive()`` for the whole request. A disconnect before the grant
+        cancels the wait (the router drops the request; it never causes a load); after the grant
+        it only cuts the forwarding (``forward_http`` registers its scope with the same watch), so
+        the result, and its event, survive the client's leaving.
+        """
+        watch = ClientWatch()
+        waiting = trio.CancelScope()
+        granted = False
+        forwarding_since = 0.0
+        result: ForwardResult | None = None
+        failure: ProxyError | None = None
+
+        async def watch_client() -> None:
+            await watch.run(receive)
+            if not granted:
+                waiting.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_client)
+            try:
+                with waiting:
+                    async with self.router.serve(model.id, require_ready=require_ready) as grant:
+                        granted = True
+                        forwarding_since = trio.current_time()
+                        result = await forward_http(
+                            scope,
+                            receive,
+                            send,
+                            grant=grant,
+                            body=body,
+                            pool=self.pool,
+                            target=target,
+                            watch=watch,
+                        )
+            except ProxyError as error:
+                failure = error  # raised outside the nursery, so it is not wrapped in a group
+            finally:
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            if granted:  # the forwarding itself failed (502/504): the feed shows it too
+                duration_ms = (trio.current_time() - forwarding_since) * 1000
+                self._publish(
+                    model, scope["path"], ForwardResult(failure.status, None, duration_ms)
+                )
+            raise failure
+        if result is not None:
+            self._publish(model, scope["path"], result)
+
+    def _publish(self, model: ModelConfig, path: str, result: ForwardResult) -> None:
+        event: dict[str, Any] = {
+            "type": "request",
+            "model": model.id,
+            "path": path,
+            "status": result.status,
+            "duration_ms": round(result.duration_ms, 3),
+            "ttfb_ms": None if result.ttfb_ms is None else round(result.ttfb_ms, 3),
+        }
+        if result.prompt_tokens is not None:
+            event["prompt_tokens"] = result.prompt_tokens
+        if result.completion_tokens is not None:
+            event["completion_tokens"] = result.completion_tokens
+        if result.tokens_per_second is not None:
+            event["tokens_per_second"] = result.tokens_per_second
+        self.bus.publish(event)
+
+    # -- /upstream/{model}/{path} ------------------------------------------------------------------
+
+    def _upstream_target(self, scope: Scope) -> UpstreamTarget:
+        match = match_upstream(self.config, scope)
+        if isinstance(match, str):
+            raise errors.model_not_found(match)
+        return match
+
+    def _must_be_ready(self, target: UpstreamTarget) -> bool:
+        """An ``ignore_paths`` sub-path never starts a model (SPEC 3.2)."""
+        rest = unquote(target.raw_rest)
+        return any(pattern.search(rest) for pattern in self.config.ignore_paths)
+
+    async def _upstream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = self._upstream_target(scope)
+        query: bytes = scope.get("query_string", b"")
+        suffix = "?" + query.decode("latin-1") if query else ""
+        if not target.raw_rest:
+            status = 301 if scope["method"] in ("GET", "HEAD") else 308
+            location = f"{UPSTREAM_PREFIX}{target.raw_name}/{suffix}"
+            await send_bytes(send, status, b"", None, [(b"location", location.encode("latin-1"))])
+            return
+        self._refuse_if_shutting_down()
+        body = await read_body(scope, receive)
+        await self._forward(
+            target.model,
+            scope,
+            receive,
+            send,
+            body,
+            target.raw_rest + suffix,
+            require_ready=self._must_be_ready(target),
+        )
+
+    # -- websockets --------------------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        try:
+            if self._keys and not is_authorized(scope, self._keys):
+                raise errors.unauthorized()
+            if path == "/api/events":
+                await handle_events(
+                    scope, receive, send, config=self.config, router=self.router, bus=self.bus
+                )
+                return
+            if not path.startswith(UPSTREAM_PREFIX):
+                raise errors.not_found(path)
+            target = self._upstream_target(scope)
+            self._refuse_if_shutting_down()
+            query: bytes = scope.get("query_string", b"")
+            rest = (target.raw_rest or "/") + ("?" + query.decode("latin-1") if query else "")
+            # counts as in flight for as long as the socket is open (blocks eviction and TTL)
+            async with self.router.serve(
+                target.model.id, require_ready=self._must_be_ready(target)
+            ) as grant:
+                await tunnel_websocket(scope, receive, send, grant=grant, target=rest)
+        except ProxyError as error:
+            await _deny_websocket(scope, send, error)
+
+    # -- management --------------------------------------------------------------------------------
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = models_list(self.config, self.router.snapshot(), int(time.time()))
+        await send_json(send, 200, body)
+
+    async def _running(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, running_list(self.config, self.router.snapshot()))
+
+    def _named_model(self, path: str, prefix: str) -> ModelConfig:
+        name = path[len(prefix) :]
+        model = self.config.resolve(name)
+        if model is None:
+            raise errors.model_not_found(name)
+        return model
+
+    async def _unload_all(self, scope: Scope, receive: Receive, send: Send) -> None:
+        unloaded = await self.router.unload(None)
+        await send_json(send, 200, {"msg": "ok", "unloaded": sorted(unloaded)})
+
+    async def _unload_one(self, scope: Scope, receive: Receive, send: Send) -> None:
+        model = self._named_model(scope["path"], UNLOAD_PREFIX)
+        await self.router.unload(model.id)
+        await send_json(send, 200, {"msg": "ok"})
+
+    async def _load_one(self, scope: Scope, receive: Receive, send: Send) -> None:
+        model = self._named_model(scope["path"], LOAD_PREFIX)
+        self._refuse_if_shutting_down()
+        async with watching(receive) as watch:
+            with watch.cancel_on_disconnect():
+                await self.router.load(model.id)
+                await send_json(send, 200, {"msg": "ok", "state": "ready"})
+
+    async def _logs(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.logs.send_backlog(send)
+
+    async def _log_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        name = path[len(STREAM_PREFIX) :] if path.startswith(STREAM_PREFIX) else ""
+        await self.logs.stream(scope, receive, send, name)
+
+    async def _events(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await handle_events(
+            scope, receive, send, config=self.config, router=self.router, bus=self.bus
+        )
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Answer startup and shutdown (hypercorn-trio crashes on an app that ignores lifespan)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _preflight(scope: Scope, send: Send) -> None:
+    """A CORS preflight answer, on any path, without a key (as llama-swap)."""
+    origin = header(scope, b"origin") or b"*"
+    requested = header(scope, b"access-control-request-headers")
+    allow_headers = _CORS_DEFAULT_HEADERS
+    if requested is not None:
+        names = [name.strip() for name in requested.split(b",")]
+        valid = [name for name in names if _HEADER_TOKEN.match(name)]
+        if valid:
+            allow_headers = b", ".join(valid)
+    headers = [
+        (b"access-control-allow-origin", origin),
+        (b"access-control-allow-methods", _CORS_METHODS),
+        (b"access-control-allow-headers", allow_headers),
+        (b"access-control-max-age", b"86400"),
+    ]
+    if origin != b"*":
+        headers.append((b"vary", b"Origin"))
+    await send_bytes(send, 204, b"", None, headers)
+
+
+def _with_allow_origin(send: Send, origin: bytes) -> Send:
+    """``send`` that adds ``access-control-allow-origin: <origin>`` to the response head."""
+
+    async def send_with_origin(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == b"access-control-allow-origin" for name, _ in headers):
+                headers.append((b"access-control-allow-origin", origin))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_origin
+
+
+async def _deny_websocket(scope: Scope, send: Send, error: ProxyError) -> None:
+    """Refuse a websocket before the handshake: the HTTP error when the server can say it."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers]
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": error.status,
+                "headers": [(b"content-type", b"application/json"), *extra],
+            }
+        )
+        body = json.dumps(error.body()).encode()
+        await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+    else:
+        await send({"type": "websocket.close", "code": 1008})

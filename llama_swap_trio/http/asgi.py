@@ -1,0 +1,18 @@
+"""ASGI type aliases shared by the HTTP layer.
+
+Hypercorn speaks plain ASGI 3 dictionaries; we type them loosely (a message is a mapping of
+str to anything) rather than pulling in a typing package, and keep the aliases in one place so
+every module names them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+__all__ = ["Message", "Receive", "Scope", "Send"]

@@ -1,0 +1,84 @@
+"""Noticing that the client went away.
+
+Hypercorn's ``send()`` does not raise after the client disconnected; the disconnect shows only as
+an ``http.disconnect`` message from ``receive()`` (research python-stack 1.3). So whoever relays a
+response runs a watcher task on ``receive()`` next to the relay, and the watcher cancels the work
+that serves the gone client: the wait for a model, the upstream request.
+
+The watcher does not cancel the caller's whole task: work registers the parts that should stop
+with :meth:`ClientWatch.cancel_on_disconnect`, so it can still compute a result (and the router
+still gets its serve-done report) after the cancellation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import trio
+
+from llama_swap_trio.http.asgi import Receive
+
+_DISCONNECT = frozenset({"http.disconnect", "websocket.disconnect"})
+
+
+class ClientWatch:
+    """Whether the client disconnected, and the cancel scopes to cancel when it does."""
+
+    def __init__(self) -> None:
+        self.disconnected = False
+        self._scopes: list[trio.CancelScope] = []
+
+    @contextmanager
+    def cancel_on_disconnect(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope that is cancelled when (or if already) the client disconnected.
+
+        Check ``scope.cancelled_caught`` afterwards to know whether the block was cut short.
+        """
+        scope = trio.CancelScope()
+        if self.disconnected:
+            scope.cancel()
+        self._scopes.append(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self.release(scope)
+
+    def release(self, scope: trio.CancelScope) -> None:
+        """Stop cancelling ``scope`` on disconnect (its guarded phase is over). Idempotent."""
+        if scope in self._scopes:
+            self._scopes.remove(scope)
+
+    async def run(self, receive: Receive) -> None:
+        """Read ``receive()`` until the client disconnects, then cancel the registered scopes.
+
+        Other messages (request body parts the app did not read) are ignored.
+        """
+        while (await receive())["type"] not in _DISCONNECT:
+            pass
+        self.disconnected = True
+        for scope in self._scopes:
+            scope.cancel()
+
+
+@asynccontextmanager
+async def watching(receive: Receive) -> AsyncIterator[ClientWatch]:
+    """Run a :class:`ClientWatch` on ``receive`` for the duration of the block.
+
+    Only one task may call ``receive()`` at a time: do not read from it inside the block.
+    An exception from the block comes out as itself, not wrapped in an exception group.
+    """
+    watch = ClientWatch()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch.run, receive)
+            try:
+                yield watch
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The watcher itself never fails, so a group holds the block's own exception.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

@@ -1,0 +1,204 @@
+"""Token accounting from relayed responses, without buffering or delaying them.
+
+The forwarder passes every chunk it relays to :meth:`UsageSniffer.feed` *after* sending it on, so
+the sniffer never stands between the upstream and the client. It understands:
+
+- JSON bodies: kept in a bounded buffer (1 MiB; past it, accounting is given up for that
+  response) and parsed once at the end.
+- SSE bodies (``text/event-stream``): complete ``data:`` lines are parsed as they arrive; only
+  lines that mention ``"usage"`` or ``"timings"`` are decoded, so a long token stream costs a
+  substring search per line, not a JSON parse.
+
+Figures (llama-swap-features 5.2):
+
+- ``usage`` at the top level, in ``response.usage`` (Responses API) or ``message.usage``
+  (Anthropic ``message_start``); prompt tokens from ``prompt_tokens`` else ``input_tokens``,
+  completion tokens from ``completion_tokens`` else ``output_tokens``. Later non-zero values
+  overwrite earlier ones (Anthropic sends input tokens first and output tokens at the end).
+- llama-server ``timings``: ``prompt_n``, ``predicted_n`` and ``predicted_per_second`` override the
+  usage figures; the last ``timings`` seen wins. An ``/infill`` JSON array takes the last element.
+
+Compressed bodies (``content-encoding`` set) are not decoded: accounting is skipped for them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+#: JSON bodies larger than this are not parsed for usage
+MAX_JSON_BYTES = 1 << 20
+#: an SSE line longer than this is skipped (no usage chunk is that large)
+MAX_SSE_LINE = 1 << 20
+
+
+@attrs.frozen
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    #: generation speed reported by the upstream (llama-server ``timings``), if any
+    tokens_per_second: float | None = None
+
+
+def _int(value: object) -> int | None:
+    # bool is an int subclass; a JSON true is not a token count.
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and value >= 0 and value.is_integer():
+        return int(value)
+    return None
+
+
+def _float(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
+
+
+class UsageSniffer:
+    """Collects token figures from a response body fed to it chunk by chunk.
+
+    Args:
+        content_type: the response's ``content-type`` header ("" when absent).
+        content_encoding: the response's ``content-encoding`` header ("" when absent).
+    """
+
+    def __init__(self, content_type: str = "", content_encoding: str = "") -> None:
+        media = content_type.split(";", 1)[0].strip().lower()
+        encoded = content_encoding.strip().lower() not in ("", "identity")
+        self._sse = media == "text/event-stream"
+        self._json = media in ("application/json", "") or media.endswith("+json")
+        self._enabled = not encoded and (self._sse or self._json)
+        self._buffer = bytearray()
+        #: skipping the rest of an over-long SSE line
+        self._skipping = False
+        self._prompt: int | None = None
+        self._completion: int | None = None
+        self._tps: float | None = None
+        self._timings: dict[str, Any] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        """Account for one relayed chunk. Never raises on malformed data."""
+        if not self._enabled or not chunk:
+            return
+        if self._sse:
+            self._feed_sse(chunk)
+        elif len(self._buffer) + len(chunk) > MAX_JSON_BYTES:
+            self._enabled = False
+            self._buffer.clear()
+        else:
+            self._buffer += chunk
+
+    def result(self) -> Usage:
+        """The figures seen so far (call once the body ended; parses a buffered JSON body)."""
+        if self._enabled and self._json and not self._sse and self._buffer:
+            self._json_body(bytes(self._buffer))
+            self._buffer.clear()
+        if self._sse and self._buffer and not self._skipping:
+            # a final line without its newline
+            self._sse_line(bytes(self._buffer))
+            self._buffer.clear()
+        self._apply_timings()
+        return Usage(self._prompt, self._completion, self._tps)
+
+    # -- SSE -------------------------------------------------------------------------------------
+
+    def _feed_sse(self, chunk: bytes) -> None:
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            if end < 0:
+                rest = chunk[start:]
+                if not self._skipping:
+                    if len(self._buffer) + len(rest) > MAX_SSE_LINE:
+                        self._skipping = True
+                        self._buffer.clear()
+                    else:
+                        self._buffer += rest
+                return
+            piece = chunk[start:end]
+            start = end + 1
+            if self._skipping:
+                self._skipping = False
+                continue
+            if self._buffer:
+                self._buffer += piece
+                line = bytes(self._buffer)
+                self._buffer.clear()
+            else:
+                line = piece
+            self._sse_line(line)
+
+    def _sse_line(self, line: bytes) -> None:
+        if not line.startswith(b"data:"):
+            return
+        # The cheap test first: most lines are token deltas with neither key.
+        if b'"usage"' not in line and b'"timings"' not in line:
+            return
+        data = line[5:].strip()
+        try:
+            value = json.loads(data)
+        except ValueError:
+            return
+        if isinstance(value, dict):
+            self._object(value)
+
+    # -- JSON ------------------------------------------------------------------------------------
+
+    def _json_body(self, body: bytes) -> None:
+        try:
+            value = json.loads(body)
+        except ValueError:
+            return
+        if isinstance(value, list) and value and isinstance(value[-1], dict):
+            value = value[-1]  # /infill answers an array; the last element has the timings
+        if isinstance(value, dict):
+            self._object(value)
+
+    # -- shared ----------------------------------------------------------------------------------
+
+    def _object(self, value: dict[str, Any]) -> None:
+        for usage in (
+            value.get("usage"),
+            _nested(value, "response", "usage"),
+            _nested(value, "message", "usage"),
+        ):
+            if isinstance(usage, dict):
+                self._usage(usage)
+        timings = value.get("timings")
+        if isinstance(timings, dict):
+            self._timings = timings
+
+    def _usage(self, usage: dict[str, Any]) -> None:
+        prompt = _int(usage.get("prompt_tokens"))
+        if prompt is None:
+            prompt = _int(usage.get("input_tokens"))
+        completion = _int(usage.get("completion_tokens"))
+        if completion is None:
+            completion = _int(usage.get("output_tokens"))
+        # later non-zero values win; a zero never hides an earlier figure
+        if prompt is not None and (prompt or self._prompt is None):
+            self._prompt = prompt
+        if completion is not None and (completion or self._completion is None):
+            self._completion = completion
+
+    def _apply_timings(self) -> None:
+        timings = self._timings
+        if timings is None:
+            return
+        prompt = _int(timings.get("prompt_n"))
+        completion = _int(timings.get("predicted_n"))
+        tps = _float(timings.get("predicted_per_second"))
+        if prompt is not None:
+            self._prompt = prompt
+        if completion is not None:
+            self._completion = completion
+        if tps is not None:
+            self._tps = tps
+
+
+def _nested(value: dict[str, Any], outer: str, inner: str) -> object:
+    holder = value.get(outer)
+    return holder.get(inner) if isinstance(holder, dict) else None

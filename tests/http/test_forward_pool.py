@@ -1,0 +1,47 @@
+"""ClientPool: one client per upstream process instance."""
+
+from __future__ import annotations
+
+from llama_swap_trio.http.pool import ClientPool
+
+from .forward_support import grant_for
+
+
+async def test_pool_reuses_the_client_of_one_generation() -> None:
+    pool = ClientPool()
+    grant = grant_for("http://127.0.0.1:1", generation=1)
+    assert await pool.client_for(grant) is await pool.client_for(grant)
+    await pool.aclose()
+
+
+async def test_new_generation_gets_a_new_client_and_closes_the_old() -> None:
+    # given a client for generation 1
+    pool = ClientPool()
+    old = await pool.client_for(grant_for("http://127.0.0.1:1", generation=1))
+    # when the upstream restarted (generation 2)
+    new = await pool.client_for(grant_for("http://127.0.0.1:1", generation=2))
+    # then a fresh client serves it and the stale one is closed
+    assert new is not old
+    assert old.is_closed
+    assert pool.keys() == [("m1", 2)]
+    await pool.aclose()
+    assert new.is_closed
+
+
+async def test_close_model_drops_its_clients() -> None:
+    pool = ClientPool()
+    client = await pool.client_for(grant_for("http://127.0.0.1:1"))
+    await pool.close_model("m1")
+    assert client.is_closed
+    assert pool.keys() == []
+    await pool.aclose()
+
+
+async def test_clients_carry_no_default_headers_and_ignore_the_environment() -> None:
+    pool = ClientPool()
+    client = await pool.client_for(grant_for("http://127.0.0.1:1", connect=3.0))
+    assert list(client.headers.keys()) == []
+    assert client.trust_env is False
+    assert client.timeout.connect == 3.0
+    assert client.timeout.read is None
+    await pool.aclose()

@@ -1,0 +1,129 @@
+"""UsageSniffer: token figures from JSON and SSE bodies fed in arbitrary chunks."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llama_swap_trio.http.usage import MAX_JSON_BYTES, Usage, UsageSniffer
+
+
+def feed_split(sniffer: UsageSniffer, body: bytes, cuts: list[int]) -> Usage:
+    points = sorted({c % (len(body) + 1) for c in cuts})
+    start = 0
+    for point in [*points, len(body)]:
+        sniffer.feed(body[start:point])
+        start = point
+    return sniffer.result()
+
+
+def sse_body(*events: object) -> bytes:
+    return (
+        b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    )
+
+
+OPENAI_STREAM = sse_body(
+    {"choices": [{"delta": {"content": "Hi"}}]},
+    {"choices": [{"delta": {"content": " there"}}]},
+    {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}},
+)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
+def test_sse_usage_survives_any_chunking(cuts: list[int]) -> None:
+    usage = feed_split(UsageSniffer("text/event-stream; charset=utf-8"), OPENAI_STREAM, cuts)
+    assert usage == Usage(prompt_tokens=11, completion_tokens=2)
+
+
+def test_sse_usage_split_byte_by_byte_with_crlf() -> None:
+    body = OPENAI_STREAM.replace(b"\n", b"\r\n")
+    sniffer = UsageSniffer("text/event-stream")
+    for i in range(len(body)):
+        sniffer.feed(body[i : i + 1])
+    assert sniffer.result() == Usage(11, 2)
+
+
+def test_sse_llama_server_timings_override_usage() -> None:
+    body = sse_body(
+        {"choices": [{"delta": {"content": "x"}}]},
+        {
+            "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+            "timings": {"prompt_n": 40, "predicted_n": 12, "predicted_per_second": 33.5},
+        },
+    )
+    assert feed_split(UsageSniffer("text/event-stream"), body, [17, 50]) == Usage(40, 12, 33.5)
+
+
+def test_sse_anthropic_usage_merges_start_and_delta() -> None:
+    body = sse_body(
+        {"type": "message_start", "message": {"usage": {"input_tokens": 25, "output_tokens": 1}}},
+        {"type": "content_block_delta", "delta": {"text": "hi"}},
+        {"type": "message_delta", "usage": {"output_tokens": 15}},
+    )
+    assert feed_split(UsageSniffer("text/event-stream"), body, [30, 31, 90]) == Usage(25, 15)
+
+
+def test_sse_final_line_without_newline_is_read() -> None:
+    sniffer = UsageSniffer("text/event-stream")
+    sniffer.feed(b'data: {"usage": {"prompt_tokens": 3, "completion_tokens": 4}}')
+    assert sniffer.result() == Usage(3, 4)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=6))
+def test_json_usage_any_chunking(cuts: list[int]) -> None:
+    body = json.dumps(
+        {
+            "choices": [{"message": {"content": "hi"}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 4},
+        }
+    ).encode()
+    assert feed_split(UsageSniffer("application/json"), body, cuts) == Usage(9, 4)
+
+
+def test_json_anthropic_usage() -> None:
+    body = json.dumps(
+        {"type": "message", "usage": {"input_tokens": 8, "output_tokens": 5}}
+    ).encode()
+    assert feed_split(UsageSniffer("application/json"), body, [5]) == Usage(8, 5)
+
+
+def test_json_infill_array_takes_last_timings() -> None:
+    body = json.dumps(
+        [
+            {"content": "a"},
+            {
+                "content": "b",
+                "timings": {"prompt_n": 4, "predicted_n": 6, "predicted_per_second": 10},
+            },
+        ]
+    ).encode()
+    assert feed_split(UsageSniffer("application/json"), body, []) == Usage(4, 6, 10.0)
+
+
+def test_json_body_over_the_limit_is_given_up() -> None:
+    sniffer = UsageSniffer("application/json")
+    sniffer.feed(b'{"usage": {"prompt_tokens": 1, "completion_tokens": 1}, "pad": "')
+    sniffer.feed(b"x" * MAX_JSON_BYTES)
+    sniffer.feed(b'"}')
+    assert sniffer.result() == Usage()
+
+
+def test_compressed_and_other_bodies_are_ignored() -> None:
+    body = json.dumps({"usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode()
+    gz = UsageSniffer("application/json", "gzip")
+    gz.feed(body)
+    assert gz.result() == Usage()
+    audio = UsageSniffer("audio/mpeg")
+    audio.feed(body)
+    assert audio.result() == Usage()
+
+
+def test_malformed_data_never_raises() -> None:
+    sniffer = UsageSniffer("text/event-stream")
+    sniffer.feed(b'data: {"usage": not json\n\ndata: {"usage": {"prompt_tokens": true}}\n\n')
+    sniffer.feed(b'data: {"usage": {"prompt_tokens": -3, "completion_tokens": "x"}}\n\n')
+    assert sniffer.result() == Usage()
