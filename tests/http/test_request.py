@@ -254,6 +254,13 @@ def test_urlencoded_form_model_is_read() -> None:
     assert (parsed.model, parsed.source) == ("tts-1", "form")
 
 
+def test_json_sent_with_curls_default_form_content_type_is_read_as_json() -> None:
+    # `curl -d '{"model": ...}'` labels its body application/x-www-form-urlencoded.
+    body = b'{"model": "qwen", "stream": true}'
+    parsed = extract_model(scope("application/x-www-form-urlencoded"), body)
+    assert (parsed.model, parsed.source, parsed.stream) == ("qwen", "json", True)
+
+
 def test_urlencoded_form_that_is_not_ascii_is_invalid() -> None:
     with pytest.raises(ProxyError) as excinfo:
         extract_model(scope("application/x-www-form-urlencoded"), b"model=\xff")
