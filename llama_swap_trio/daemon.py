@@ -33,6 +33,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from llama_swap_trio.config.model import Config
 from llama_swap_trio.feed.bus import EventBus
+from llama_swap_trio.http import hypercorn_patch
 from llama_swap_trio.http.app import create_app
 from llama_swap_trio.http.pool import ClientPool
 from llama_swap_trio.logbuffer import LogBuffer
@@ -157,6 +158,7 @@ async def _preload(router: Router, model_ids: tuple[str, ...]) -> None:
 
 
 def _hypercorn_config(host: str, port: int) -> HypercornConfig:
+    hypercorn_patch.install()  # closed client connections must not linger (see the module)
     hc = HypercornConfig()
     bracketed = f"[{host}]" if ":" in host else host
     hc.bind = [f"{bracketed}:{port}"]

@@ -34,10 +34,17 @@ from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.http.asgi import Receive, Scope, Send
 from llama_swap_trio.http.auth import is_authorized
+from llama_swap_trio.http.debug import DEBUG_PATH, debug_enabled, debug_state
 from llama_swap_trio.http.disconnect import ClientWatch, watching
 from llama_swap_trio.http.errors import send_bytes, send_error, send_json, send_text
 from llama_swap_trio.http.events import handle_events
 from llama_swap_trio.http.forward import ForwardResult, forward_http
+from llama_swap_trio.http.hygiene import (
+    CLIENT_QUERY,
+    check_upstream_rest,
+    framing_error,
+    without_api_key,
+)
 from llama_swap_trio.http.loading import serve_with_loading_state
 from llama_swap_trio.http.logs import STREAM_PREFIX, LogViews
 from llama_swap_trio.http.models_list import models_list, running_list
@@ -167,6 +174,8 @@ class App:
                 "/api/events": (get, self._events),
             }
         )
+        if debug_enabled():
+            self._routes[DEBUG_PATH] = (get, self._debug_state)
         self._prefixes: tuple[tuple[str, frozenset[str] | None, Handler], ...] = (
             (UPSTREAM_PREFIX, None, self._upstream),
             (UNLOAD_PREFIX, frozenset({"POST"}), self._unload_one),
@@ -188,6 +197,10 @@ class App:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
         path: str = scope["path"]
+        ambiguous = framing_error(scope)
+        if ambiguous is not None:
+            await send_error(scope, send, ambiguous)
+            return
         if method == "OPTIONS":
             await _preflight(scope, send)
             return
@@ -200,8 +213,10 @@ class App:
                     raise method_not_allowed(method, path, "GET, HEAD")
                 await send_text(send, 200, "OK")
                 return
-            if self._keys and not is_authorized(scope, self._keys):
-                raise errors.unauthorized()
+            if self._keys:
+                if not is_authorized(scope, self._keys):
+                    raise errors.unauthorized()
+                scope = without_api_key(scope)  # our credential, not the upstream's
             route = self._routes.get(path)
             if route is not None:
                 methods, handler = route
@@ -355,10 +370,13 @@ class App:
         query: bytes = scope.get("query_string", b"")
         suffix = "?" + query.decode("latin-1") if query else ""
         if not target.raw_rest:
+            client_query: bytes = scope.get(CLIENT_QUERY, query)
+            back = "?" + client_query.decode("latin-1") if client_query else ""
             status = 301 if scope["method"] in ("GET", "HEAD") else 308
-            location = f"{UPSTREAM_PREFIX}{target.raw_name}/{suffix}"
+            location = f"{UPSTREAM_PREFIX}{target.raw_name}/{back}"
             await send_bytes(send, status, b"", None, [(b"location", location.encode("latin-1"))])
             return
+        check_upstream_rest(target.raw_rest)
         self._refuse_if_shutting_down()
         body = await read_body(scope, receive)
         await self._forward(
@@ -376,8 +394,10 @@ class App:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         try:
-            if self._keys and not is_authorized(scope, self._keys):
-                raise errors.unauthorized()
+            if self._keys:
+                if not is_authorized(scope, self._keys):
+                    raise errors.unauthorized()
+                scope = without_api_key(scope)
             if path == "/api/events":
                 await handle_events(
                     scope, receive, send, config=self.config, router=self.router, bus=self.bus
@@ -386,6 +406,7 @@ class App:
             if not path.startswith(UPSTREAM_PREFIX):
                 raise errors.not_found(path)
             target = self._upstream_target(scope)
+            check_upstream_rest(target.raw_rest)
             self._refuse_if_shutting_down()
             query: bytes = scope.get("query_string", b"")
             rest = (target.raw_rest or "/") + ("?" + query.decode("latin-1") if query else "")
@@ -429,6 +450,9 @@ class App:
             with watch.cancel_on_disconnect():
                 await self.router.load(model.id)
                 await send_json(send, 200, {"msg": "ok", "state": "ready"})
+
+    async def _debug_state(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, debug_state(self.router, self.pool))
 
     async def _logs(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.logs.send_backlog(send)

@@ -22,6 +22,8 @@ Knobs (command-line options):
 ``--startup-delay S``           sleep S seconds before listening at all
 ``--healthy-after S``           ``/health`` answers 503 until S seconds after the process started
 ``--never-healthy``             ``/health`` always answers 503
+``--flap-health S``             once healthy, ``/health`` alternates: S seconds 503, S seconds 200
+                                (starting with 503), so a prober sees a server that comes and goes
 ``--exit-at-startup CODE``      print ``fatal: cannot load model ...`` lines to stdout and stderr,
                                 then exit with CODE before listening
 ``--exit-after S``              exit S seconds after becoming ready (healthy), with ``--exit-code``
@@ -52,7 +54,8 @@ Endpoints:
 - ``GET /v1/models``: ``{"object": "list", "data": [{"id": <model-id>, ...}]}``.
 - ``GET /debug/stats``: ``{"disconnects", "requests", "in_flight", "pid", "model_id"}``
   (``in_flight`` excludes the stats request itself; websocket sessions count as requests).
-- ``GET /slow?chunks=N&interval=S``: plain-text chunked stream of N lines ``chunk i``.
+- ``GET /slow?chunks=N&interval=S&pad=P``: plain-text chunked stream of N lines ``chunk i``,
+  each padded with P ``x`` characters (default 0), for big streams.
 - ``GET /ws``: websocket echo of text and binary messages (answers pings, echoes close).
 - ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` and ANY other method and
   path: a JSON echo ``{"model", "served_by", "path" (raw, percent-encoding kept), "query", "method",
@@ -129,7 +132,11 @@ class Fake:
     def healthy(self) -> bool:
         if self.args.never_healthy:
             return False
-        return time.monotonic() - START >= float(self.args.healthy_after)
+        since = time.monotonic() - START - float(self.args.healthy_after)
+        if since < 0:
+            return False
+        period = float(self.args.flap_health or 0)
+        return period <= 0 or int(since / period) % 2 == 1
 
 
 # ---------------------------------------------------------------- low-level socket helpers
@@ -301,7 +308,8 @@ class Conn:
         elif path == "/slow":
             chunks = int(params.get("chunks", "5"))
             interval = float(params.get("interval", "0.1"))
-            lines = ((f"chunk {i}\n".encode(), interval if i else 0.0) for i in range(chunks))
+            pad = "x" * int(params.get("pad", "0"))
+            lines = ((f"chunk {i}{pad}\n".encode(), interval if i else 0.0) for i in range(chunks))
             self.stream("text/plain", lines)
         elif path == "/ws" and headers.get("upgrade", "").lower() == "websocket":
             self.websocket(headers)
@@ -556,6 +564,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--startup-delay", type=float, default=0.0)
     p.add_argument("--healthy-after", type=float, default=0.0)
     p.add_argument("--never-healthy", action="store_true")
+    p.add_argument("--flap-health", type=float, default=0.0)
     p.add_argument("--exit-at-startup", type=int, default=None, metavar="CODE")
     p.add_argument("--exit-after", type=float, default=None)
     p.add_argument("--exit-code", type=int, default=0)
