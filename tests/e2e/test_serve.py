@@ -59,7 +59,7 @@ async def test_one_model_runs_at_a_time_by_default(start_daemon: StartDaemon) ->
 
         second = await client.post("/v1/chat/completions", json=chat("b"))
 
-        assert second.status_code == 200
+        assert second.status_code == 200, second.text
         assert second.json()["served_by"] == "b"
         assert await running_models(client) == {"b": "ready"}
     # a's process group is gone once b answered
