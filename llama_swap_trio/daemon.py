@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import signal
 import sys
@@ -114,6 +115,10 @@ class _Notices:
         self, config: Config, bus: EventBus, upstream_logs: LogBuffer, redact: Redactor
     ) -> None:
         self.router: Router | None = None
+        # (model, generation) of upstreams that stopped, for _close_stopped_clients
+        self.stopped_send, self.stopped_receive = trio.open_memory_channel[tuple[str, int]](
+            math.inf
+        )
         self._bus = bus
         self._redact = redact
         self._upstream_logs = upstream_logs
@@ -127,10 +132,27 @@ class _Notices:
                 print(line, flush=True)
             self._bus.publish(upstream_log_event(event.model, event.line, self._redact))
             return
-        if isinstance(event, StateChanged) and event.state is UpstreamState.STOPPED and event.error:
-            log.warning("model %s exited: %s", event.model, event.error)
+        if isinstance(event, StateChanged) and event.state is UpstreamState.STOPPED:
+            if event.error:
+                log.warning("model %s exited: %s", event.model, event.error)
+            if self.router is not None:
+                generation = self.router.upstream(event.model).generation
+                self.stopped_send.send_nowait((event.model, generation))
         if self.router is not None:
             self.router.notify(event)
+
+
+async def _close_stopped_clients(
+    pool: ClientPool, stopped: trio.MemoryReceiveChannel[tuple[str, int]]
+) -> None:
+    """Close the pooled connections of upstreams that stopped.
+
+    Their sockets would otherwise sit in CLOSE-WAIT until the model starts again, one file
+    descriptor each. Only generations up to the stopped one are closed: by the time this runs the
+    model may already be serving from a new process.
+    """
+    async for model_id, generation in stopped:
+        await pool.close_model(model_id, up_to=generation)
 
 
 async def _watch_signals(
@@ -258,6 +280,7 @@ async def serve(
                 await upstreams_nursery.start(router.run)
 
                 pool = ClientPool()
+                root.start_soon(_close_stopped_clients, pool, notices.stopped_receive)
                 app = create_app(
                     config,
                     router,

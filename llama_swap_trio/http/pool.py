@@ -93,9 +93,15 @@ class ClientPool:
         await self._close_keys(stale)
         return client
 
-    async def close_model(self, model_id: str) -> None:
-        """Close every client of ``model_id`` (its process stopped)."""
-        await self._close_keys([k for k in self._clients if k[0] == model_id])
+    async def close_model(self, model_id: str, *, up_to: int | None = None) -> None:
+        """Close the clients of ``model_id`` (its process stopped).
+
+        Args:
+            up_to: close only generations up to this one (a newer process may already serve).
+        """
+        await self._close_keys(
+            [k for k in self._clients if k[0] == model_id and (up_to is None or k[1] <= up_to)]
+        )
 
     async def aclose(self) -> None:
         """Close every client; the pool refuses new lookups afterwards."""

@@ -37,6 +37,21 @@ async def test_close_model_drops_its_clients() -> None:
     await pool.aclose()
 
 
+async def test_close_model_up_to_a_generation_keeps_a_newer_process_client() -> None:
+    # given clients for generations 1 (stopped) and 2 (already serving again)
+    pool = ClientPool()
+    await pool.client_for(grant_for("http://127.0.0.1:1", generation=1))
+    pool_keys_before = pool.keys()
+    newer = await pool.client_for(grant_for("http://127.0.0.1:1", generation=2))
+    # when the stop of generation 1 is reported late
+    await pool.close_model("m1", up_to=1)
+    # then the newer process's client stays open
+    assert pool_keys_before == [("m1", 1)]
+    assert not newer.is_closed
+    assert pool.keys() == [("m1", 2)]
+    await pool.aclose()
+
+
 async def test_clients_carry_no_default_headers_and_ignore_the_environment() -> None:
     pool = ClientPool()
     client = await pool.client_for(grant_for("http://127.0.0.1:1", connect=3.0))
