@@ -131,3 +131,28 @@ async def test_websocket_refusals_carry_the_error_status(monkeypatch: pytest.Mon
             ("/upstream/q/app.js", 409),
         ]:
             assert await handshake_status(h.url, path) == status
+
+
+async def test_websocket_client_leaving_while_its_model_loads_cancels_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a websocket under /upstream waiting for its model (the router holds it)
+    async with harness(config(model("q")), monkeypatch) as h:
+        h.router.gate = trio.Event()
+        host, port = h.url.removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(
+                f"GET /upstream/q/ws HTTP/1.1\r\nhost: {host}\r\nupgrade: websocket\r\n"
+                "connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "sec-websocket-version: 13\r\n\r\n".encode()
+            )
+            with trio.fail_after(5):
+                while h.router.waiting == 0:
+                    await trio.sleep(0.01)
+        # when the client goes away before the model is ready
+        # then its wait is cancelled: the router drops it (it never causes a load, SPEC 3.5)
+        with trio.fail_after(5):
+            while h.router.cancelled_waits == 0:
+                await trio.sleep(0.01)
+        assert h.router.waiting == 0
