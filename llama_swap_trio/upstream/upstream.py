@@ -33,7 +33,6 @@ Theory of operation:
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections import deque
 from typing import Literal
@@ -42,7 +41,6 @@ import trio
 
 from llama_swap_trio.config.model import ModelConfig
 from llama_swap_trio.logbuffer import LogBuffer
-from llama_swap_trio.upstream import procfs
 from llama_swap_trio.upstream.api import (
     IdleExpired,
     LogLine,
@@ -221,13 +219,6 @@ class Upstream(UpstreamLike):
 
     def set_in_flight(self, count: int) -> None:
         self._timer.set_in_flight(count)
-
-    def kill_now(self) -> None:
-        """SIGKILL the running group at once (the daemon's second Ctrl-C). The supervising task
-        still notices the exit, reaps and reports as usual."""
-        attempt = self._attempt
-        if attempt is not None and attempt.proc is not None and not attempt.done.is_set():
-            procfs.signal_group(attempt.proc.pid, signal.SIGKILL)
 
     # -- internals ---------------------------------------------------------------------------
 
