@@ -274,7 +274,7 @@ class Upstream(UpstreamLike):
             )
         try:
             proc = await spawn(model.argv, child_env(model.env))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: Popen refuses e.g. a NUL byte
             raise StartFailed(
                 model.id, "spawn", f"[{model.id}] cannot run {model.argv[0]!r}: {exc}"
             ) from exc
