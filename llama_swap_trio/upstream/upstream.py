@@ -389,18 +389,22 @@ class Upstream(UpstreamLike):
                 stop_argv = model.stop_argv(proc.pid)
             except ValueError as exc:
                 log.warning("[%s] bad cmd_stop (%s): sending SIGTERM instead", model.id, exc)
-        gone = await terminate_group(
-            proc,
-            grace=float(model.unload_timeout),
-            stop_argv=stop_argv,
-            env=child_env(model.env),
-            on_stop_output=self._sink(attempt, "stderr"),
-        )
-        if gone and self._guard is not None:
-            self._guard.unregister(proc.pid)
-        with trio.move_on_after(DRAIN_TIME):
-            await attempt.pumps_eof.wait()
-        attempt.pump_scope.cancel()
+        try:
+            gone = await terminate_group(
+                proc,
+                grace=float(model.unload_timeout),
+                stop_argv=stop_argv,
+                env=child_env(model.env),
+                on_stop_output=self._sink(attempt, "stderr"),
+            )
+            if gone and self._guard is not None:
+                self._guard.unregister(proc.pid)
+            with trio.move_on_after(DRAIN_TIME):
+                await attempt.pumps_eof.wait()
+        finally:
+            # Whatever happened, stop the shielded pumps: a grandchild may hold the pipes forever
+            # and the attempt (and every stop() waiting for it) ends only once they are done.
+            attempt.pump_scope.cancel()
 
     def _finish(self, attempt: _Attempt, *, shutdown: bool) -> None:
         model_id = self._model.id
