@@ -410,13 +410,46 @@ class App:
             self._refuse_if_shutting_down()
             query: bytes = scope.get("query_string", b"")
             rest = (target.raw_rest or "/") + ("?" + query.decode("latin-1") if query else "")
-            # counts as in flight for as long as the socket is open (blocks eviction and TTL)
-            async with self.router.serve(
-                target.model.id, require_ready=self._must_be_ready(target)
-            ) as grant:
-                await tunnel_websocket(scope, receive, send, grant=grant, target=rest)
+            await self._tunnel(scope, receive, send, target, rest)
         except ProxyError as error:
             await _deny_websocket(scope, send, error)
+
+    async def _tunnel(
+        self, scope: Scope, receive: Receive, send: Send, target: UpstreamTarget, rest: str
+    ) -> None:
+        """Wait for the model, then tunnel; a client that leaves while waiting cancels the wait
+        (SPEC 3.5: it never causes a load). Hypercorn reports that leaving only as a
+        ``websocket.disconnect`` from ``receive()``, so a watcher reads it until the grant;
+        whatever it read is replayed to the tunnel, which reads ``websocket.connect`` first."""
+        replay = [await receive()]  # websocket.connect
+        waiting = trio.CancelScope()
+        watching = trio.CancelScope()
+        failure: ProxyError | None = None
+
+        async def watch_client() -> None:
+            with watching:
+                replay.append(await receive())  # before accept: only websocket.disconnect
+                waiting.cancel()
+
+        async def replayed() -> Any:
+            return replay.pop(0) if replay else await receive()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_client)
+            try:
+                with waiting:
+                    # counts as in flight for as long as the socket is open (blocks eviction, TTL)
+                    async with self.router.serve(
+                        target.model.id, require_ready=self._must_be_ready(target)
+                    ) as grant:
+                        watching.cancel()  # synchronous: the watcher reads nothing after this
+                        await tunnel_websocket(scope, replayed, send, grant=grant, target=rest)
+            except ProxyError as error:
+                failure = error  # raised outside the nursery, so it is not wrapped in a group
+            finally:
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
 
     # -- management --------------------------------------------------------------------------------
 

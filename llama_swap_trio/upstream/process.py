@@ -174,7 +174,7 @@ async def _run_stop_command(
     """Run ``cmd_stop``; fall back to SIGTERM when it cannot start. Killed when cancelled."""
     try:
         proc = await spawn(argv, env)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: Popen refuses e.g. a NUL byte
         log.warning("cmd_stop %r could not start (%s): sending SIGTERM instead", argv[0], exc)
         signal_group(target_pgid, signal.SIGTERM)
         return

@@ -33,7 +33,6 @@ Theory of operation:
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections import deque
 from typing import Literal
@@ -42,7 +41,6 @@ import trio
 
 from llama_swap_trio.config.model import ModelConfig
 from llama_swap_trio.logbuffer import LogBuffer
-from llama_swap_trio.upstream import procfs
 from llama_swap_trio.upstream.api import (
     IdleExpired,
     LogLine,
@@ -222,13 +220,6 @@ class Upstream(UpstreamLike):
     def set_in_flight(self, count: int) -> None:
         self._timer.set_in_flight(count)
 
-    def kill_now(self) -> None:
-        """SIGKILL the running group at once (the daemon's second Ctrl-C). The supervising task
-        still notices the exit, reaps and reports as usual."""
-        attempt = self._attempt
-        if attempt is not None and attempt.proc is not None and not attempt.done.is_set():
-            procfs.signal_group(attempt.proc.pid, signal.SIGKILL)
-
     # -- internals ---------------------------------------------------------------------------
 
     def _set_state(self, new: UpstreamState, error: str | None = None) -> None:
@@ -283,7 +274,7 @@ class Upstream(UpstreamLike):
             )
         try:
             proc = await spawn(model.argv, child_env(model.env))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: Popen refuses e.g. a NUL byte
             raise StartFailed(
                 model.id, "spawn", f"[{model.id}] cannot run {model.argv[0]!r}: {exc}"
             ) from exc
@@ -398,18 +389,22 @@ class Upstream(UpstreamLike):
                 stop_argv = model.stop_argv(proc.pid)
             except ValueError as exc:
                 log.warning("[%s] bad cmd_stop (%s): sending SIGTERM instead", model.id, exc)
-        gone = await terminate_group(
-            proc,
-            grace=float(model.unload_timeout),
-            stop_argv=stop_argv,
-            env=child_env(model.env),
-            on_stop_output=self._sink(attempt, "stderr"),
-        )
-        if gone and self._guard is not None:
-            self._guard.unregister(proc.pid)
-        with trio.move_on_after(DRAIN_TIME):
-            await attempt.pumps_eof.wait()
-        attempt.pump_scope.cancel()
+        try:
+            gone = await terminate_group(
+                proc,
+                grace=float(model.unload_timeout),
+                stop_argv=stop_argv,
+                env=child_env(model.env),
+                on_stop_output=self._sink(attempt, "stderr"),
+            )
+            if gone and self._guard is not None:
+                self._guard.unregister(proc.pid)
+            with trio.move_on_after(DRAIN_TIME):
+                await attempt.pumps_eof.wait()
+        finally:
+            # Whatever happened, stop the shielded pumps: a grandchild may hold the pipes forever
+            # and the attempt (and every stop() waiting for it) ends only once they are done.
+            attempt.pump_scope.cancel()
 
     def _finish(self, attempt: _Attempt, *, shutdown: bool) -> None:
         model_id = self._model.id

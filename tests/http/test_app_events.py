@@ -19,17 +19,23 @@ def ws_url(base: str, path: str) -> str:
     return "ws://" + base.removeprefix("http://") + path
 
 
+async def send_handshake(base: str, path: str) -> trio.SocketStream:
+    """A raw connection that has sent a websocket handshake for ``path``."""
+    host, port = base.removeprefix("http://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(
+        f"GET {path} HTTP/1.1\r\nhost: {host}\r\nupgrade: websocket\r\n"
+        "connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "sec-websocket-version: 13\r\n\r\n".encode()
+    )
+    return stream
+
+
 async def handshake_status(base: str, path: str) -> int:
     """The status a websocket handshake gets (raw: trio-websocket's ConnectionRejected path
     leaves its socket unclosed, which ``filterwarnings = error`` turns into failures)."""
-    host, port = base.removeprefix("http://").split(":")
-    stream = await trio.open_tcp_stream(host, int(port))
+    stream = await send_handshake(base, path)
     async with stream:
-        await stream.send_all(
-            f"GET {path} HTTP/1.1\r\nhost: {host}\r\nupgrade: websocket\r\n"
-            "connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "sec-websocket-version: 13\r\n\r\n".encode()
-        )
         received = b""
         with trio.fail_after(5):
             while b"\r\n" not in received:
@@ -131,3 +137,21 @@ async def test_websocket_refusals_carry_the_error_status(monkeypatch: pytest.Mon
             ("/upstream/q/app.js", 409),
         ]:
             assert await handshake_status(h.url, path) == status
+
+
+async def test_websocket_client_leaving_while_its_model_loads_cancels_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a websocket under /upstream waiting for its model (the router holds it)
+    async with harness(config(model("q")), monkeypatch) as h:
+        h.router.gate = trio.Event()
+        async with await send_handshake(h.url, "/upstream/q/ws"):
+            with trio.fail_after(5):
+                while h.router.waiting == 0:
+                    await trio.sleep(0.01)
+        # when the client goes away before the model is ready
+        # then its wait is cancelled: the router drops it (it never causes a load, SPEC 3.5)
+        with trio.fail_after(5):
+            while h.router.cancelled_waits == 0:
+                await trio.sleep(0.01)
+        assert h.router.waiting == 0

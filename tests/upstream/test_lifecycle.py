@@ -118,6 +118,20 @@ async def test_command_that_cannot_run_fails_with_reason_spawn(nursery: trio.Nur
     assert h.upstream.state is S.STOPPED
 
 
+async def test_command_popen_rejects_fails_with_reason_spawn_and_the_upstream_lives_on(
+    nursery: trio.Nursery,
+) -> None:
+    # given a command Popen refuses with ValueError, not OSError (a NUL byte, which TOML allows)
+    h = await open_upstream(nursery, make_model(["sle\x00ep", "100"], check_endpoint="none"))
+    # when started, twice
+    for _ in range(2):
+        with pytest.raises(StartFailed) as info:
+            await h.upstream.start()
+        # then each start fails as "cannot run" (502) and the supervisor is still there
+        assert info.value.reason == "spawn"
+        assert h.upstream.state is S.STOPPED
+
+
 async def test_port_held_by_a_stranger_fails_with_reason_port(nursery: trio.Nursery) -> None:
     # given another process (here: a listener of ours) already holding the model's port
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")

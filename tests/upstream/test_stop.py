@@ -92,6 +92,22 @@ async def test_cmd_stop_runs_with_pid_substituted_and_model_env(
     assert group_gone(pid)
 
 
+async def test_cmd_stop_popen_rejects_falls_back_to_sigterm(nursery: trio.Nursery) -> None:
+    # given a cmd_stop Popen refuses with ValueError, not OSError (a NUL byte, which TOML allows)
+    port = free_port()
+    model = make_model(fake_argv(port), port=port, cmd_stop="kill\x00 ${PID}", unload_timeout=10)
+    h = await open_upstream(nursery, model)
+    await h.upstream.start()
+    pid = h.upstream.pid
+    assert pid is not None
+    # when stopped
+    with trio.fail_after(5):
+        await h.upstream.stop()
+    # then SIGTERM stood in for it: the group is gone long before the grace ran out
+    assert h.upstream.state is UpstreamState.STOPPED
+    assert group_gone(pid)
+
+
 async def test_stop_is_idempotent(nursery: trio.Nursery) -> None:
     port = free_port()
     h = await open_upstream(nursery, make_model(fake_argv(port), port=port))
