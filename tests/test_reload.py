@@ -145,7 +145,7 @@ async def test_an_invalid_file_is_reported_and_the_old_generation_keeps_serving(
     rig = Rig(path, nursery)
     first = await rig.start()
 
-    path.write_text("global_ttl = -1\nnonsense = 1\n" + ONE_MODEL)
+    path.write_text("global_ttl = -1\n" + ONE_MODEL + "nonsense = 1\n")  # the last table: a
     with caplog.at_level(logging.WARNING, logger="llama_swap_trio"):
         rig.reloader.trigger("test")
         with trio.fail_after(10):
