@@ -80,19 +80,21 @@ async def test_retiring_waits_for_requests_in_flight_before_stopping(
     assert trio.current_time() < DRAIN_SECONDS
 
 
-async def test_requests_still_in_flight_after_the_drain_bound_are_cancelled(
+async def test_a_request_that_outlasts_the_drain_bound_does_not_hold_the_stop_up(
     autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
 ) -> None:
+    # given a request that never ends by itself (a real one ends when its upstream stops)
     generation, app = await start_generation(nursery)
     nursery.start_soon(generation.handle, request("/v1/chat/completions"), noop_receive, noop_send)
     await trio.testing.wait_all_tasks_blocked()
     started = trio.current_time()
 
+    # when the generation retires, it stops right after the drain bound
     generation.retire()
     await generation.stopped.wait()
 
-    assert app.ended == ["/v1/chat/completions cancelled"]
-    assert trio.current_time() - started >= DRAIN_SECONDS
+    assert DRAIN_SECONDS <= trio.current_time() - started < DRAIN_SECONDS + 1
+    app.release.set()
 
 
 async def test_feed_and_log_streams_do_not_hold_a_retirement_up(

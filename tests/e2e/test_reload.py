@@ -211,3 +211,39 @@ async def test_sigterm_after_a_reload_exits_0_leaving_no_upstream(
     starts = [pid for name, _, pid, _ in read_events(events) if name == "start"]
     exits = [pid for name, _, pid, _ in read_events(events) if name == "exit"]
     assert sorted(starts) == sorted(exits)
+
+
+async def test_a_stream_longer_than_the_drain_bound_is_cut_and_the_new_process_starts(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    # given a 30 s stream in flight on model a
+    events = tmp_path / "events"
+    port = free_port()
+    endless = ("--tokens", "300", "--token-interval", "0.1")
+    daemon = await start_daemon(config_text(port, events, {"a": endless}))
+    async with daemon.client() as client:
+        await client.post("/api/models/load/a")
+        daemon.note_upstreams()
+        async with client.stream("POST", "/v1/chat/completions", json=chat("a", stream=True)) as r:
+            lines = r.aiter_lines()
+            assert (await lines.__anext__()).startswith("data: {")
+
+            # when the config is reloaded
+            daemon.config_path.write_text(config_text(port, events, {"a": ("--tokens", "3")}))
+            reloaded_at = trio.current_time()
+            daemon.signal(signal.SIGHUP)
+
+            # then the stream ends after the 5 s drain bound, without its [DONE]
+            rest: list[str] = []
+            with trio.fail_after(15):
+                try:
+                    rest = [line async for line in lines if line.startswith("data: ")]
+                except httpx.HTTPError:
+                    pass  # cut mid-chunk: also an end
+            cut_after = trio.current_time() - reloaded_at
+        assert "data: [DONE]" not in rest
+        assert 4.5 < cut_after < 12
+        # and the new process serves a
+        assert (await served_by(client, "a"))["served_by"] == "a"
+        daemon.note_upstreams()
+    assert_no_port_shared(events)
