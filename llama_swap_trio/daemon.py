@@ -3,30 +3,36 @@
 ::
 
     daemon nursery
-    ├── signal watcher        first SIGINT/SIGTERM: graceful shutdown; second: no more waiting
-    ├── upstreams nursery     one Upstream.run task per model (its process lives in there), and
-    │                         the router task (which owns the swaps nursery)
-    ├── hypercorn serve       the ASGI app; handlers reach the router through memory channels
-    └── preload               hooks.on_startup.preload, in order, after the listener is up
+    ├── signal watcher        first SIGINT/SIGTERM: graceful shutdown; second: no more waiting;
+    │                         SIGHUP: reload the configuration
+    ├── config file watcher   with --watch-config: polls the file, reloads when it changed
+    ├── generations nursery   one Generation per configuration (generation.py): its Upstreams,
+    │                         router, connection pool and preload; a reload starts the next one,
+    │                         switches to it and retires the old one (reload.py)
+    └── hypercorn serve       the Dispatcher: every new request goes to the current generation's
+                              app; handlers reach the router through memory channels
+
+The listen address, the process guard, the event bus and the log buffers live as long as the
+daemon; everything a configuration decides lives in its generation.
 
 Shutdown order (SPEC section 1): stop accepting and answer every waiting request with 503
 (``router.begin_shutdown``), close the event bus (feed connections flush and close with 1001 at
 once, so they never hold the drain up), let in-flight responses finish for up to
-``GRACEFUL_SECONDS``, then cancel the upstreams nursery: each Upstream's shielded teardown stops
-its process group. A second signal skips the drain and SIGKILLs every upstream group at once. The
-process guard (watchdog and state file) makes sure upstreams die with the daemon even when it is
-SIGKILLed.
+``GRACEFUL_SECONDS``, then cancel the generations nursery: each Upstream's shielded teardown stops
+its process group, in every generation, retiring or current. A second signal skips the drain and
+SIGKILLs every upstream group at once. The process guard (watchdog and state file) makes sure
+upstreams die with the daemon even when it is SIGKILLed.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
-import math
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any, cast
 
@@ -36,15 +42,12 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from llama_swap_trio.config.model import Config
 from llama_swap_trio.feed.bus import EventBus
-from llama_swap_trio.feed.logs import FeedLogHandler, Redactor, upstream_log_event
+from llama_swap_trio.feed.logs import FeedLogHandler, Redactor
+from llama_swap_trio.generation import Dispatcher, Generation, Shared
 from llama_swap_trio.http import hypercorn_patch
-from llama_swap_trio.http.app import create_app
-from llama_swap_trio.http.pool import ClientPool
 from llama_swap_trio.logbuffer import LogBuffer
-from llama_swap_trio.routing.router import Router
-from llama_swap_trio.upstream.api import LogLine, StateChanged, UpstreamEvent, UpstreamState
+from llama_swap_trio.reload import Reloader, watch_config_file
 from llama_swap_trio.upstream.guard import GuardError, open_process_guard, state_file_path
-from llama_swap_trio.upstream.upstream import Upstream
 
 log = logging.getLogger("llama_swap_trio")
 
@@ -108,82 +111,29 @@ def _setup_logging(
     log.propagate = False
 
 
-class _Notices:
-    """Routes upstream notices: state and TTL to the router, output to logs and the feed."""
-
-    def __init__(
-        self, config: Config, bus: EventBus, upstream_logs: LogBuffer, redact: Redactor
-    ) -> None:
-        self.router: Router | None = None
-        # (model, generation) of upstreams that stopped, for _close_stopped_clients
-        self.stopped_send, self.stopped_receive = trio.open_memory_channel[tuple[str, int]](
-            math.inf
-        )
-        self._bus = bus
-        self._redact = redact
-        self._upstream_logs = upstream_logs
-        self._echo = config.log_to_stdout in ("upstream", "both")
-
-    def __call__(self, event: UpstreamEvent) -> None:
-        if isinstance(event, LogLine):
-            line = f"[{event.model}] {event.line}"
-            self._upstream_logs.append(line)
-            if self._echo:
-                print(line, flush=True)
-            self._bus.publish(upstream_log_event(event.model, event.line, self._redact))
-            return
-        if isinstance(event, StateChanged) and event.state is UpstreamState.STOPPED:
-            if event.error:
-                log.warning("model %s exited: %s", event.model, event.error)
-            if self.router is not None:
-                generation = self.router.upstream(event.model).generation
-                self.stopped_send.send_nowait((event.model, generation))
-        if self.router is not None:
-            self.router.notify(event)
-
-
-async def _close_stopped_clients(
-    pool: ClientPool, stopped: trio.MemoryReceiveChannel[tuple[str, int]]
-) -> None:
-    """Close the pooled connections of upstreams that stopped.
-
-    Their sockets would otherwise sit in CLOSE-WAIT until the model starts again, one file
-    descriptor each. Only generations up to the stopped one are closed: by the time this runs the
-    model may already be serving from a new process.
-    """
-    async for model_id, generation in stopped:
-        await pool.close_model(model_id, up_to=generation)
-
-
 async def _watch_signals(
     on_first: Callable[[], None],
     on_second: Callable[[], None],
+    on_hangup: Callable[[], None],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     # The receiver stays open for the daemon's whole life, so a second Ctrl-C is a signal we
     # handle, not a KeyboardInterrupt (research/python-stack.md 1.4).
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         task_status.started()
         first = True
         async for signum in signals:
             name = signal.Signals(signum).name
-            if first:
+            if signum == signal.SIGHUP:
+                on_hangup()
+            elif first:
                 log.info("%s: shutting down", name)
                 on_first()
                 first = False
             else:
                 log.warning("%s again: stopping now", name)
                 on_second()
-
-
-async def _preload(router: Router, model_ids: tuple[str, ...]) -> None:
-    for model_id in model_ids:
-        try:
-            await router.load(model_id)
-            log.info("preloaded %s", model_id)
-        except Exception as error:  # a failed preload is logged, the daemon keeps serving
-            log.warning("preload of %s failed: %s", model_id, error)
 
 
 def _hypercorn_config(host: str, port: int) -> HypercornConfig:
@@ -232,26 +182,31 @@ async def serve(
     port: int,
     *,
     log_level: str | None = None,
+    watch_config: bool = False,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon until a shutdown signal. ``task_status.started(url)`` once listening."""
-    proxy_logs = LogBuffer()
-    upstream_logs = LogBuffer()
-    model_logs: Mapping[str, LogBuffer] = {model_id: LogBuffer() for model_id in config.models}
     bus = EventBus()
-    redact = Redactor(config.api_keys)
-    _setup_logging(config, log_level, proxy_logs, FeedLogHandler(bus, redact))
-    notices = _Notices(config, bus, upstream_logs, redact)
     graceful = trio.Event()
     forced = trio.CancelScope()
     served = trio.Event()
+    proxy_logs = LogBuffer()
+
+    def apply_logging(config: Config) -> None:
+        feed = FeedLogHandler(bus, Redactor(config.api_keys))
+        _setup_logging(config, log_level, proxy_logs, feed)
+
+    apply_logging(config)
+    dispatcher = Dispatcher()
+    reloader: Reloader | None = None
 
     async with open_process_guard(state_file_path(config.path)) as guard:
+        shared = Shared(bus, guard, proxy_logs, LogBuffer(), {}, graceful.is_set)
         async with trio.open_nursery() as root:
 
             def begin_shutdown() -> None:
-                if notices.router is not None:
-                    notices.router.begin_shutdown()
+                if dispatcher.current is not None:
+                    dispatcher.current.router.begin_shutdown()
                 # feed connections flush and close (1001) now, so they never hold up the drain
                 bus.close()
                 graceful.set()
@@ -261,38 +216,30 @@ async def serve(
                 guard.kill_all()
                 forced.cancel()
 
-            await root.start(_watch_signals, begin_shutdown, stop_now)
-            async with trio.open_nursery() as upstreams_nursery:
-                upstreams = {
-                    model_id: Upstream(
-                        model,
-                        health_check_timeout=config.health_check_timeout,
-                        notify=notices,
-                        logs=model_logs[model_id],
-                        guard=guard,
-                    )
-                    for model_id, model in config.models.items()
-                }
-                for upstream in upstreams.values():
-                    await upstreams_nursery.start(upstream.run)
-                router = Router(config, upstreams, bus=bus)
-                notices.router = router
-                await upstreams_nursery.start(router.run)
+            def reload(why: str) -> None:
+                if reloader is None:
+                    log.warning("%s: not reloading, the daemon is still starting", why)
+                else:
+                    reloader.trigger(why)
 
-                pool = ClientPool()
-                root.start_soon(_close_stopped_clients, pool, notices.stopped_receive)
-                app = create_app(
-                    config,
-                    router,
-                    pool=pool,
-                    bus=bus,
-                    proxy_logs=proxy_logs,
-                    upstream_logs={"": upstream_logs, **model_logs},
-                    shutting_down=graceful.is_set,
-                )
+            await root.start(_watch_signals, begin_shutdown, stop_now, partial(reload, "SIGHUP"))
+            async with trio.open_nursery() as generations:
+                numbers = itertools.count(1)
+
+                def new_generation(config: Config, previous: Generation | None) -> Generation:
+                    return Generation(next(numbers), config, shared, previous=previous)
+
+                first = new_generation(config, None)
+                await generations.start(first.run)
+                dispatcher.current = first
                 try:
                     urls = await root.start(
-                        _serve_http, app, _hypercorn_config(host, port), graceful, forced, served
+                        _serve_http,
+                        dispatcher,
+                        _hypercorn_config(host, port),
+                        graceful,
+                        forced,
+                        served,
                     )
                 except OSError as error:
                     if error.errno == errno.EADDRINUSE:
@@ -303,15 +250,26 @@ async def serve(
                 url = urls[0]
                 log.info("listening on %s", url)
                 task_status.started(url)
-                if config.preload:
-                    root.start_soon(_preload, router, config.preload)
+                reloader = Reloader(
+                    config.path,
+                    dispatcher=dispatcher,
+                    generations=generations,
+                    bus=bus,
+                    new_generation=new_generation,
+                    apply_logging=apply_logging,
+                    shutting_down=graceful.is_set,
+                )
+                if watch_config:
+                    log.info("watching %s for changes", config.path)
+                    root.start_soon(
+                        watch_config_file, config.path, partial(reload, "config file changed")
+                    )
+                first.start_preload()
                 await served.wait()
 
-                router.begin_shutdown()
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
-                    await pool.aclose()
+                dispatcher.current.router.begin_shutdown()
                 log.info("stopping upstreams")
-                upstreams_nursery.cancel_scope.cancel()
+                generations.cancel_scope.cancel()
             bus.close()
             root.cancel_scope.cancel()
     log.info("stopped")
@@ -339,10 +297,8 @@ def run(
         DaemonError: a fatal problem the user must fix (e.g. the address is in use).
     """
     _path_with_interpreter_dir()
-    if watch_config:
-        logging.getLogger("llama_swap_trio").warning("--watch-config is not supported yet")
     try:
-        trio.run(partial(serve, config, host, port, log_level=log_level))
+        trio.run(partial(serve, config, host, port, log_level=log_level, watch_config=watch_config))
     except* DaemonError as group:
         raise group.exceptions[0] from None
     except* GuardError as group:

@@ -104,6 +104,21 @@ def shutting_down() -> ProxyError:
     return ProxyError(503, "server_error", "shutting_down", "the proxy is shutting down", _RETRY)
 
 
+def config_reloaded() -> ProxyError:
+    """A request that waited in a configuration replaced by a reload: retrying reaches the new one.
+
+    Not ``shutting_down``: the daemon is not going away, and a client (or a person reading a log)
+    that sees that code may reasonably stop retrying.
+    """
+    return ProxyError(
+        503,
+        "server_error",
+        "config_reloaded",
+        "the configuration was reloaded while the request waited; retry it",
+        _RETRY,
+    )
+
+
 def model_unloaded(model: str) -> ProxyError:
     return ProxyError(
         503,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import attrs
@@ -112,7 +112,7 @@ class _StopDone:
 
 @attrs.frozen
 class _Shutdown:
-    pass
+    refusal: Callable[[], ProxyError]
 
 
 _Message = (
@@ -190,6 +190,7 @@ class Router:
         self._unload_replies: set[trio.MemorySendChannel[list[str]]] = set()
         self._swaps: trio.Nursery | None = None
         self._closing = False
+        self._refusal: Callable[[], ProxyError] = errors.shutting_down
 
     # ------------------------------------------------------------ public API
 
@@ -252,10 +253,16 @@ class Router:
         except KeyError:
             raise errors.model_not_found(model_id) from None
 
-    def begin_shutdown(self) -> None:
-        """From now on refuse everything with 503; waiters are answered at once. Non-blocking."""
+    def begin_shutdown(self, refusal: Callable[[], ProxyError] = errors.shutting_down) -> None:
+        """From now on refuse everything with 503; waiters are answered at once. Non-blocking.
+
+        Args:
+            refusal: makes the error refused requests get: ``shutting_down`` when the daemon
+                stops, ``config_reloaded`` when a reload retires this router.
+        """
         self._closing = True
-        self._post(_Shutdown())
+        self._refusal = refusal
+        self._post(_Shutdown(refusal))
 
     # ------------------------------------------------------------ handler side
 
@@ -264,12 +271,12 @@ class Router:
         self, model_id: str, on_progress: ProgressCallback | None, require_ready: bool
     ) -> AsyncIterator[Grant]:
         if self._closing:
-            raise errors.shutting_down()
+            raise self._refusal()
         rid = next(self._rids)
         send, recv = trio.open_memory_channel[Reply](1)
         with recv:  # closed on the way out: a late grant fails and is released by the router
             if not self._post(_NewRequest(rid, model_id, send, on_progress, require_ready)):
-                raise errors.shutting_down()
+                raise self._refusal()
             try:
                 reply = await recv.receive()
             except BaseException:
@@ -320,9 +327,9 @@ class Router:
                 if targets:
                     log.info("unload: stopping %s", ", ".join(sorted(targets)))
                 self._start_stop(targets, reply)
-            case _Shutdown():
+            case _Shutdown(refusal):
                 self._closing = True
-                scheduler.shutdown()
+                scheduler.shutdown(refusal)
             case StateChanged():
                 self._state_changed(message)
             case IdleExpired(model):
@@ -392,7 +399,7 @@ class Router:
         if error.reason == "timeout":
             return errors.gateway_timeout(error.model, str(error))
         if error.reason == "cancelled":
-            return errors.shutting_down() if self._closing else errors.model_unloaded(error.model)
+            return self._refusal() if self._closing else errors.model_unloaded(error.model)
         return errors.upstream_error(error.model, str(error))
 
     def _start_stop(

@@ -146,6 +146,7 @@ class Scheduler:
         self._admitted: Counter[str] = Counter()
         self._in_flight: Counter[str] = Counter()
         self._closing = False
+        self._refusal: Callable[[], ProxyError] = errors.shutting_down
         self._told_queue: tuple[QueueEntry, ...] = ()
 
     # ---------------------------------------------------------------- views
@@ -222,7 +223,7 @@ class Scheduler:
         """A new request (rule 1, then rule 2). ``require_ready``: grant now or refuse 409."""
         config = self._models.get(model)
         if self._closing:
-            self._effects.refuse(rid, errors.shutting_down())
+            self._effects.refuse(rid, self._refusal())
         elif config is None:
             self._effects.refuse(rid, errors.model_not_found(model))
         elif config.concurrency_limit and self._admitted[model] >= config.concurrency_limit:
@@ -339,16 +340,22 @@ class Scheduler:
             self._drain()
             self._after()
 
-    def shutdown(self) -> None:
-        """Refuse every waiting request with 503 at once; from now on refuse everything."""
+    def shutdown(self, refusal: Callable[[], ProxyError] = errors.shutting_down) -> None:
+        """Refuse every waiting request with 503 at once; from now on refuse everything.
+
+        Args:
+            refusal: makes the error each refused request gets (a configuration reload uses
+                :func:`~llama_swap_trio.errors.config_reloaded`).
+        """
         self._closing = True
+        self._refusal = refusal
         waiting = [r for load in self._loads.values() for r in load.waiters] + self._queued
         for load in self._loads.values():
             load.waiters = []
         self._queued = []
         for req in waiting:
             del self._waiting[req.rid]
-            self._refuse(req, errors.shutting_down())
+            self._refuse(req, refusal())
         self._after()
 
     # ---------------------------------------------------------------- internals

@@ -119,12 +119,21 @@ class Upstream(UpstreamLike):
         notify: Notify,
         logs: LogBuffer,
         guard: ProcessGuard | None = None,
+        start_gate: trio.Event | None = None,
     ) -> None:
+        """Nothing runs until :meth:`run`.
+
+        Args:
+            start_gate: no process is spawned before this event is set. A configuration reload
+                passes "the previous configuration's processes are all gone", so the new process
+                never shares a ``${PORT}`` with an old one that is still stopping.
+        """
         self._model = model
         self._health_timeout = health_check_timeout
         self._notify = notify
         self._logs = logs
         self._guard = guard
+        self._start_gate = start_gate
         self._target = Target.parse(model.proxy)
         self._state = S.STOPPED
         self._generation = 0
@@ -194,6 +203,10 @@ class Upstream(UpstreamLike):
                 await attempt.done.wait()
                 continue
             if state is S.STOPPED:
+                gate = self._start_gate
+                if gate is not None and not gate.is_set():
+                    await gate.wait()
+                    continue  # the world may have changed meanwhile (a shutdown, another start)
                 attempt = self._launch()
             assert attempt is not None
             await attempt.settled.wait()

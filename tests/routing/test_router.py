@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 
+from llama_swap_trio import errors
 from llama_swap_trio.config.model import Config
 from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.feed.bus import EventBus, Subscription
@@ -279,6 +280,28 @@ async def test_shutdown_while_loading_refuses_the_waiters_at_once(
         with pytest.raises(ProxyError) as info:
             await env.router.load("a")
         assert info.value.code == "shutting_down"
+
+
+async def test_retired_by_a_reload_the_router_refuses_with_config_reloaded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running(single_group("a"), start_delay=100) as env:
+        outcome: list[ProxyError] = []
+
+        async def waiter() -> None:
+            with pytest.raises(ProxyError) as info:
+                await env.router.load("a")
+            outcome.append(info.value)
+
+        env.nursery.start_soon(waiter)
+        await wait_until(lambda: env.ups["a"].state == UpstreamState.STARTING)
+        env.router.begin_shutdown(errors.config_reloaded)
+        await wait_until(lambda: bool(outcome))
+        assert (outcome[0].status, outcome[0].code) == (503, "config_reloaded")
+        assert ("retry-after", "1") in outcome[0].headers
+        with pytest.raises(ProxyError) as info:
+            await env.router.load("a")
+        assert info.value.code == "config_reloaded"
 
 
 async def test_failed_load_releases_all_its_waiters_and_the_next_request_retries(
