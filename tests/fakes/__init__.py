@@ -2,7 +2,8 @@
 
 - ``fake_cmd(*knobs)``: a ``cmd`` string for a config, with ``--port ${PORT}`` already in it.
 - ``fake_argv(*knobs)``: the argv to run it yourself (add ``--port``).
-- ``free_port()``: a currently free TCP port on 127.0.0.1 (racy by nature; prefer port 0).
+- ``free_port()``: a free port below the ephemeral range, with the next few free too (for
+  ``start_port``; racy by nature, so prefer port 0 where a server can report what it bound).
 - ``running_fake(*knobs)``: async context manager that runs one on a free port (``--port 0``) in
   its own process group, collects its stdout/stderr lines, and kills the group on exit.
 """
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shlex
 import signal
 import socket
@@ -39,11 +41,30 @@ def fake_cmd(*knobs: str) -> str:
     return f"{quoted} --port ${{PORT}}"
 
 
-def free_port() -> int:
+#: Ports handed out by free_port(): below Linux's ephemeral range (32768-60999), so no socket
+#: bound to port 0 anywhere on the machine (test servers, outgoing connections) can take them
+#: between our check and the model's start. Configs use consecutive ports from ``start_port``.
+_PORT_RANGE = (20000, 32000)
+_PORTS_CHECKED = 8
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """A port that is free now, with the next few free too (a config's ``start_port``)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(*_PORT_RANGE)
+        if all(_bindable(port + i) for i in range(_PORTS_CHECKED)):
+            return port
+    raise RuntimeError("no free port range found")
 
 
 class RunningFake:
