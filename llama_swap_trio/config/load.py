@@ -59,19 +59,23 @@ def load_config_text(
 
     macro_problems = Problems()
     expanded = expand_macros(doc, os.environ if environ is None else environ, macro_problems)
+    type_problems = Problems()
+    typed = _structure(path, expanded.doc, expanded.ports, type_problems)
     problems = Problems()
-    typed = _structure(path, expanded.doc, expanded.ports, problems)
     config = build_config(typed, problems)
 
-    # A value whose macros failed is also of the wrong type, or an invalid URL, and so on:
-    # report the cause, not its echoes.
-    failed = macro_problems.paths
+    # A value whose macros failed is also of the wrong type, or an invalid URL, and so on; a
+    # mistyped value left out of typing falls back to its default, which validation may then
+    # question: report the cause, not its echoes.
     final = Problems()
-    for key_path, message in macro_problems.items():
-        final.add(key_path, message)
-    for key_path, message in problems.items():
-        if not any(key_path[: len(f)] == f for f in failed):
-            final.add(key_path, message)
+    for stage, causes in (
+        (macro_problems, set()),
+        (type_problems, macro_problems.paths),
+        (problems, macro_problems.paths | type_problems.paths),
+    ):
+        for key_path, message in stage.items():
+            if not any(key_path[: len(f)] == f for f in causes):
+                final.add(key_path, message)
     if final:
         raise ConfigError(final.lines(path))
     assert config is not None  # no problem was reported, so the build completed

@@ -337,8 +337,22 @@ def flatten_error(exc: BaseException) -> list[tuple[KeyPath, str]]:
 
 
 def structure(value: object, cl: type[_T]) -> tuple[_T | None, list[tuple[KeyPath, str]]]:
-    """``value`` as an instance of ``cl``, or None and the problems found."""
+    """``value`` as an instance of ``cl`` and the problems found.
+
+    When some keys of a table are wrong (unknown, mistyped), the rest is still typed, with
+    defaults for the wrong ones, so later checks can report the problems of the other keys in
+    the same run. None when even that fails (e.g. a required key is missing).
+    """
     try:
         return CONVERTER.structure(value, cl), []
     except Exception as exc:  # every structuring failure becomes a problem line
-        return None, flatten_error(exc)
+        problems = flatten_error(exc)
+    if isinstance(value, dict):
+        wrong = {key_path[0] for key_path, _ in problems if key_path}
+        rest = {key: item for key, item in value.items() if key not in wrong}
+        if len(rest) < len(value):
+            try:
+                return CONVERTER.structure(rest, cl), problems
+            except Exception:  # still wrong without them: report what the first pass found
+                pass
+    return None, problems

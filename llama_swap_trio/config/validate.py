@@ -309,7 +309,14 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
     routing = group_of = priority = None
     if typed.routing is not None:
         routing, group_of, priority = checker.routing(typed.routing)
-    if problems or top is None or routing is None or group_of is None or priority is None:
+    if (
+        problems
+        or top is None
+        or routing is None
+        or group_of is None
+        or priority is None
+        or any(raw is None for raw in typed.models.values())
+    ):
         return None
 
     unload_timeout = top.unload_timeout or DEFAULT_UNLOAD_TIMEOUT

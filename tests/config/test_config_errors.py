@@ -403,6 +403,17 @@ def test_several_problems_are_reported_in_one_load() -> None:
         "config.toml: models.m.chek_endpoint: unknown key (did you mean 'check_endpoint'?)",
         "config.toml: routing.groups.g.exclusiv: unknown key (did you mean 'exclusive'?)",
         "config.toml: log_level: must be one of 'debug', 'info', 'warn', 'error', got 'loud'",
+        "config.toml: routing.priority.q: unknown model or alias 'q'",
+    ]
+
+
+def test_an_unknown_key_does_not_hide_the_other_problems_of_its_table() -> None:
+    text = 'global_ttl = -5\nbogus_key = 1\n[models.m]\ncmd = "srv ${PORT}"\nttl = -7\nnope = 1\n'
+    assert problems_of(text) == [
+        "config.toml: bogus_key: unknown key",
+        "config.toml: models.m.nope: unknown key",
+        "config.toml: models.m.ttl: must be >= -1, got -7",
+        "config.toml: global_ttl: must be >= 0, got -5",
     ]
 
 
