@@ -343,7 +343,9 @@ class Router:
         if event.error is not None:
             payload["error"] = event.error
         self._bus.publish(payload)
-        if event.state == UpstreamState.STOPPED:
+        if event.state == UpstreamState.STOPPING:
+            self._scheduler.upstream_stopping(event.model)
+        elif event.state == UpstreamState.STOPPED:
             self._scheduler.upstream_stopped(event.model)
 
     def _tell(self, waiter: _Waiter, progress: Progress) -> None:

@@ -2,9 +2,10 @@
 
 The :class:`~llama_swap_trio.upstream.Upstream` is the single writer of its own state; everybody
 else reads it (``upstream.state``) or listens to the notices below. The router is the only caller
-of ``start``/``stop``: an upstream never decides to stop itself, it only reports (``IdleExpired``,
-``StateChanged`` to ``stopped`` after an unexpected exit), so scheduling decisions are never taken
-on a stale view (llama-swap #946).
+of ``start``/``stop``: an upstream never decides to stop itself, it only reports (``IdleExpired``;
+``StateChanged`` to ``stopping`` with the error as soon as a ready process exits by itself, then to
+``stopped`` once its group is gone), so scheduling decisions are never taken on a stale view
+(llama-swap #946).
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ Theory of operation:
    then get at most :data:`DRAIN_TIME` to reach EOF: grandchildren may hold the pipes forever.
 4. Readiness races the health probe against the process's exit and the health timeout, so an
    early exit fails the start at once with the last lines the server printed.
+5. A ready process that exits by itself turns the state to ``stopping`` (with the error) the moment
+   ``wait()`` returns, before the drain and the teardown, so nobody is sent to a dead server.
 """
 
 from __future__ import annotations
@@ -300,9 +302,12 @@ class Upstream(UpstreamLike):
             ready.start_soon(self._timer.run)
             code = await proc.wait()
             ready.cancel_scope.cancel()
+        # Say so at once, before the drain and the teardown: a model still called ready would be
+        # granted requests that can only fail (502) instead of being started again.
+        attempt.exit_error = f"[{model.id}] upstream process exited unexpectedly (code {code})"
+        self._set_state(S.STOPPING, attempt.exit_error)
         with trio.move_on_after(DRAIN_TIME):
             await attempt.pumps_eof.wait()
-        attempt.exit_error = f"[{model.id}] upstream process exited unexpectedly (code {code})"
         log.warning("%s; last output:\n%s", attempt.exit_error, attempt.tail_text())
 
     async def _wait_ready(self, attempt: _Attempt, proc: trio.Process) -> None:

@@ -104,3 +104,11 @@ class FakeUpstream:
         """The process exits on its own after ready."""
         assert self._state == UpstreamState.READY
         self._set(UpstreamState.STOPPED, "exited unexpectedly")
+
+    async def exit_by_itself(self, teardown: float) -> None:
+        """The process exits on its own after ready, as the real Upstream reports it: ``stopping``
+        (with the error) at once, ``stopped`` once its group is gone ``teardown`` seconds later."""
+        assert self._state == UpstreamState.READY
+        self._set(UpstreamState.STOPPING, "exited unexpectedly")
+        await trio.sleep(teardown)
+        self._set(UpstreamState.STOPPED, "exited unexpectedly")

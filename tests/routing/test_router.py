@@ -376,6 +376,23 @@ async def test_crashed_model_is_started_again_by_the_next_request(
         assert env.ups["a"].state == UpstreamState.READY
 
 
+async def test_request_during_a_crash_teardown_waits_for_it_then_starts_the_model_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # given a ready model whose process exited by itself; its group takes 5 s to be gone
+    async with running(single_group("a")) as env:
+        await env.router.load("a")
+        env.nursery.start_soon(env.ups["a"].exit_by_itself, 5.0)
+        await wait_until(lambda: env.ups["a"].state == UpstreamState.STOPPING)
+        start = trio.current_time()
+        # when a request comes in during the teardown
+        async with env.router.serve("a") as grant:
+            # then it is granted only once the model was started again, never to the dead process
+            assert grant.upstream.state == UpstreamState.READY
+        assert env.ups["a"].starts == 2
+        assert trio.current_time() - start >= 5
+
+
 async def test_progress_reports_queue_position_load_and_ready(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

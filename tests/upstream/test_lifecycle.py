@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from llama_swap_trio.logbuffer import LogBuffer
+from llama_swap_trio.upstream import upstream as upstream_module
 from llama_swap_trio.upstream.api import StartFailed, StateChanged, UpstreamState
 from tests.upstream.helpers import (
     PY,
@@ -175,6 +176,27 @@ async def test_exit_after_ready_reports_stopped_with_error_and_logs_output(
     # and the next start simply starts again
     await h.upstream.start()
     assert h.upstream.generation == 2
+
+
+async def test_exit_after_ready_reports_stopping_at_once_not_after_the_drain(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a ready server whose grandchild holds the pipes, so draining them takes all of
+    # DRAIN_TIME (made long here, so the test does not race the real 0.5 s)
+    monkeypatch.setattr(upstream_module, "DRAIN_TIME", 3.0)
+    port = free_port()
+    argv = fake_argv(port, "--fork-grandchild", "--exit-after", "0.2", "--exit-code", "4")
+    h = await open_upstream(nursery, make_model(argv, port=port))
+    await h.upstream.start()
+    # when the server exits by itself
+    await wait_until(lambda: any(line.startswith("exiting") for line in h.logs.lines()))
+    # then the upstream says stopping (with the error) at once, while the pipes still drain
+    await wait_until(lambda: h.upstream.state is not S.READY, timeout=2.0)
+    assert h.upstream.state is S.STOPPING
+    last = [e for e in h.events if isinstance(e, StateChanged)][-1]
+    assert (last.previous, last.state) == (S.READY, S.STOPPING)
+    assert last.error is not None
+    assert "exited unexpectedly (code 4)" in last.error
 
 
 async def test_chatty_server_never_blocks_and_log_memory_stays_bounded(
