@@ -329,6 +329,11 @@ class Router:
                 if scheduler.idle_expired(model):
                     log.info("%s: idle for its ttl, stopping", model)
                     self._start_stop(frozenset({model}), None)
+                else:
+                    # The timer reports once per idle period: ask for a new one, or a report
+                    # declined now (a load of it under way, a request queued for it that then
+                    # left) would be the last and the model would never be unloaded by TTL.
+                    self._upstreams[model].rearm_idle()
             case LogLine():
                 pass
 

@@ -105,3 +105,10 @@ class UpstreamLike(Protocol):
     def set_in_flight(self, count: int) -> None:
         """Told by the router whenever its count of requests in flight changes (TTL pauses)."""
         ...
+
+    def rearm_idle(self) -> None:
+        """Told by the router when it declined an ``IdleExpired``: start a new idle period now.
+
+        The timer reports once per idle period; without this, a declined report (the model was
+        busy being loaded, or a request queued for it then left) would be the last one."""
+        ...

@@ -222,6 +222,9 @@ class Upstream(UpstreamLike):
     def set_in_flight(self, count: int) -> None:
         self._timer.set_in_flight(count)
 
+    def rearm_idle(self) -> None:
+        self._timer.arm()
+
     # -- internals ---------------------------------------------------------------------------
 
     def _set_state(self, new: UpstreamState, error: str | None = None) -> None:

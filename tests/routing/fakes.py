@@ -1,4 +1,4 @@
-"""A fake upstream for router tests: timings and failures on demand, no process."""
+"""A fake upstream for router tests: timings and failures on demand, the real TTL timer."""
 
 from __future__ import annotations
 
@@ -7,13 +7,22 @@ import time
 import trio
 
 from llama_swap_trio.config.model import ModelConfig
-from llama_swap_trio.upstream.api import Notify, StartFailed, StateChanged, UpstreamState
+from llama_swap_trio.upstream.api import (
+    IdleExpired,
+    Notify,
+    StartFailed,
+    StateChanged,
+    UpstreamState,
+)
+from llama_swap_trio.upstream.ttl import IdleTimer
 
 
 class FakeUpstream:
     """``start`` sleeps ``start_delay`` (a stop during it aborts it with reason ``cancelled``),
     then fails with ``fail_with`` if set (once) or becomes ready; ``stop`` sleeps ``stop_delay``.
-    Every transition is reported through ``notify`` like the real Upstream."""
+    Every transition is reported through ``notify`` like the real Upstream. With a ``ttl``, the
+    real :class:`IdleTimer` reports ``IdleExpired`` while ready, armed at ready and by
+    ``rearm_idle``, as in the Upstream; :meth:`run_timer` must run for that."""
 
     def __init__(
         self,
@@ -37,6 +46,8 @@ class FakeUpstream:
         self.in_flight_reports: list[int] = []
         #: (state, router's last in-flight report) whenever a stop really stops a ready process
         self.stopped_with_in_flight: list[int] = []
+        self.rearms = 0
+        self._timer = IdleTimer(model.ttl, self._on_idle)
 
     @property
     def model(self) -> ModelConfig:
@@ -57,6 +68,8 @@ class FakeUpstream:
     def _set(self, state: UpstreamState, error: str | None = None) -> None:
         previous, self._state = self._state, state
         self._notify(StateChanged(self._model.id, state, previous, time.time(), error))
+        if state == UpstreamState.READY:
+            self._timer.arm()
         if state in (UpstreamState.STOPPED, UpstreamState.READY):
             self._settled.set()
             self._settled = trio.Event()
@@ -99,6 +112,19 @@ class FakeUpstream:
 
     def set_in_flight(self, count: int) -> None:
         self.in_flight_reports.append(count)
+        self._timer.set_in_flight(count)
+
+    def rearm_idle(self) -> None:
+        self.rearms += 1
+        self._timer.arm()
+
+    def _on_idle(self) -> None:
+        if self._state == UpstreamState.READY:
+            self._notify(IdleExpired(self._model.id))
+
+    async def run_timer(self) -> None:
+        """The TTL timer (returns at once without a ttl)."""
+        await self._timer.run()
 
     def crash(self) -> None:
         """The process exits on its own after ready."""

@@ -58,6 +58,8 @@ async def running(
     routers.append(router)
     async with trio.open_nursery() as nursery:
         await nursery.start(router.run)
+        for up in ups.values():
+            nursery.start_soon(up.run_timer)
         yield Env(router, ups, feed, nursery)
         nursery.cancel_scope.cancel()
 
@@ -148,6 +150,31 @@ async def test_ttl_expiry_is_ignored_while_a_request_is_in_flight(
             await trio.sleep(10)
             assert env.ups["a"].state == UpstreamState.READY
         assert env.ups["a"].stops == 0
+
+
+async def test_ttl_report_declined_while_a_request_queued_is_followed_by_a_later_unload(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # given a (ttl 10 s) in an exclusive group and b running beside it in a non-exclusive one
+    config = group_config(group("g", "a"), group("h", "b", exclusive=False))
+    models = dict(config.models)
+    models["a"] = attrs.evolve(models["a"], ttl=10)
+    async with running(attrs.evolve(config, models=models)) as env:
+        await env.router.load("a")
+        release_b = trio.Event()
+        served: list[str] = []
+        env.nursery.start_soon(hold, env, "b", release_b, served)
+        await wait_until(lambda: served == ["b"])
+        # and a request for a queued behind b (a is exclusive: it must evict busy b first)
+        with trio.move_on_after(15):
+            async with env.router.serve("a"):
+                pytest.fail("a must not be served while b is busy")
+        # when a's ttl expired while that request was queued (the report was declined), and the
+        # request left
+        release_b.set()
+        # then a is still unloaded by its ttl later
+        await wait_until(lambda: env.ups["a"].state == UpstreamState.STOPPED, timeout=30)
+        assert env.ups["a"].stops == 1
 
 
 async def test_client_leaving_the_queue_leaks_no_count_and_causes_no_load(
