@@ -203,8 +203,10 @@ class Router:
                     self._handle(message)
         finally:
             self._closing = True
-            self._inbox_recv.close()  # later posts fail: serve() answers 503 itself
             self._scheduler.shutdown()
+            # No await from here on: nothing can be posted between the drain and the close.
+            self._answer_leftovers()
+            self._inbox_recv.close()  # later posts fail: serve() answers 503 itself
             for reply in self._unload_replies:
                 reply.close()
 
@@ -336,6 +338,25 @@ class Router:
                     self._upstreams[model].rearm_idle()
             case LogLine():
                 pass
+
+    def _answer_leftovers(self) -> None:
+        """Answer what still waits in the inbox as the router stops (cancelled, or crashed): each
+        request gets 503 ``shutting_down``, each unload ``[]``; their handlers would hang else."""
+        while True:
+            try:
+                message = self._inbox_recv.receive_nowait()
+            except (trio.WouldBlock, *_GONE):
+                return
+            match message:
+                case _NewRequest(reply=reply):
+                    try:
+                        reply.send_nowait(errors.shutting_down())
+                    except (*_GONE, trio.WouldBlock):
+                        pass  # the handler is gone: nobody to tell
+                case _Unload(reply=unload_reply):
+                    unload_reply.close()  # unload() returns [] (the daemon ends the processes)
+                case _:
+                    pass  # notices, results, cancels: nobody waits for them
 
     def _state_changed(self, event: StateChanged) -> None:
         payload: dict[str, object] = {

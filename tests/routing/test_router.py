@@ -28,6 +28,8 @@ class Env:
     ups: dict[str, FakeUpstream]
     feed: Subscription
     nursery: trio.Nursery
+    #: cancels the router task alone (cancelling ``nursery`` would cancel the test body too)
+    router_scope: trio.CancelScope
 
     def events(self, kind: str) -> list[dict[str, Any]]:
         out = []
@@ -56,11 +58,17 @@ async def running(
     }
     router = Router(config, ups, bus=bus)
     routers.append(router)
+    router_scope = trio.CancelScope()
+
+    async def run_router(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with router_scope:
+            await router.run(task_status=task_status)
+
     async with trio.open_nursery() as nursery:
-        await nursery.start(router.run)
+        await nursery.start(run_router)
         for up in ups.values():
             nursery.start_soon(up.run_timer)
-        yield Env(router, ups, feed, nursery)
+        yield Env(router, ups, feed, nursery, router_scope)
         nursery.cancel_scope.cancel()
 
 
@@ -472,5 +480,36 @@ async def test_stopping_the_router_answers_every_waiter(
         async with trio.open_nursery() as clients:
             clients.start_soon(waiter)
             await wait_until(lambda: env.ups["a"].state == UpstreamState.STARTING)
-            env.nursery.cancel_scope.cancel()
+            env.router_scope.cancel()
         assert outcome[0].code == "shutting_down"
+
+
+async def test_requests_and_unloads_left_in_the_inbox_when_the_router_stops_are_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running(single_group("a")) as env:
+        outcome: list[object] = []
+
+        async def request() -> None:
+            with pytest.raises(ProxyError) as info:
+                await env.router.load("a")
+            outcome.append(info.value.code)
+
+        async def unload() -> None:
+            outcome.append(await env.router.unload())
+
+        async def stop_router() -> None:
+            env.router_scope.cancel()
+
+        # given clients that post to the router and a stop of the router, all in one scheduling
+        # batch: the router task does not run in between, so whatever order they run in, at least
+        # the messages after the first are still in its inbox when it stops
+        with trio.fail_after(10):
+            async with trio.open_nursery() as clients:
+                clients.start_soon(request)
+                clients.start_soon(unload)
+                clients.start_soon(request)
+                clients.start_soon(unload)
+                clients.start_soon(stop_router)
+        # then every one of them was answered: 503 shutting_down, or no model unloaded
+        assert sorted(map(str, outcome)) == ["[]", "[]", "shutting_down", "shutting_down"]
