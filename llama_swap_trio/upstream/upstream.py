@@ -203,8 +203,15 @@ class Upstream(UpstreamLike):
                 err = attempt.error
                 # a fresh exception per waiter: several tasks may raise it at once
                 raise StartFailed(err.model, err.reason, err.message, err.output)
-            if self._attempt is attempt and self._state is S.READY:
+            exit_error = self._exited_after_ready(attempt)
+            if exit_error is None and self._attempt is attempt and self._state is S.READY:
                 return
+            if exit_error is not None:
+                # It died within a tick of becoming ready: an exit (502) with its last words, not
+                # a stop (503), and nobody is handed a dead server.
+                with trio.move_on_after(DRAIN_TIME):
+                    await attempt.pumps_eof.wait()
+                raise StartFailed(model_id, "exited", exit_error, attempt.tail_text())
             raise StartFailed(
                 model_id, "cancelled", f"[{model_id}] stopped right after it became ready"
             )
@@ -234,6 +241,22 @@ class Upstream(UpstreamLike):
         self._state = new
         log.debug("[%s] %s -> %s", self._model.id, previous, new)
         self._notify(StateChanged(self._model.id, new, previous, time.time(), error))
+
+    def _exited_after_ready(self, attempt: _Attempt) -> str | None:
+        """Why ``attempt``'s process, once ready, ended by itself; None while it runs (or when it
+        was stopped). Reading ``returncode`` polls, so an exit the supervisor has not yet seen
+        counts too."""
+        if attempt.exit_error is not None:
+            return attempt.exit_error
+        proc = attempt.proc
+        if proc is None or attempt.scope.cancel_called:
+            return None
+        code = proc.returncode
+        if code is None:
+            return None
+        return (
+            f"[{self._model.id}] upstream process exited right after it became ready (code {code})"
+        )
 
     def _on_idle(self) -> None:
         log.info("[%s] idle for its ttl of %d s", self._model.id, self._model.ttl)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 
 import pytest
 import trio
 
 from llama_swap_trio.logbuffer import LogBuffer
+from llama_swap_trio.upstream import procfs
 from llama_swap_trio.upstream import upstream as upstream_module
 from llama_swap_trio.upstream.api import StartFailed, StateChanged, UpstreamState
+from llama_swap_trio.upstream.ttl import IdleTimer
 from tests.upstream.helpers import (
     PY,
     fake_argv,
@@ -197,6 +202,42 @@ async def test_exit_after_ready_reports_stopping_at_once_not_after_the_drain(
     assert (last.previous, last.state) == (S.READY, S.STOPPING)
     assert last.error is not None
     assert "exited unexpectedly (code 4)" in last.error
+
+
+async def test_exit_within_a_tick_of_ready_fails_the_start_as_an_exit_with_its_output(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a server that dies right after it was found ready, before its start() waiter runs:
+    # killed (and waited for, synchronously) from IdleTimer.arm, which runs in the same step
+    port = free_port()
+    h = await open_upstream(nursery, make_model(fake_argv(port), port=port))
+    original_arm = IdleTimer.arm
+    killed: list[int] = []
+
+    def arm_then_die(timer: IdleTimer) -> None:
+        original_arm(timer)
+        pid = h.upstream.pid
+        if killed or pid is None:
+            return
+        killed.append(pid)
+        os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while (stat := procfs.read_stat(pid)) is not None and stat.state not in "ZX":
+            assert time.monotonic() < deadline, "the killed server did not die"
+            time.sleep(0.001)
+
+    monkeypatch.setattr(IdleTimer, "arm", arm_then_die)
+    # when started
+    with pytest.raises(StartFailed) as info:
+        await h.upstream.start()
+    # then it failed as an exit (502), not as a stop (503 model_unloaded), with its last output
+    assert killed
+    assert info.value.reason == "exited"
+    assert "code -9" in info.value.message
+    assert "listening on" in info.value.output
+    # and the next start simply starts again
+    await h.upstream.start()
+    assert h.upstream.state is S.READY
 
 
 async def test_chatty_server_never_blocks_and_log_memory_stays_bounded(
