@@ -24,6 +24,9 @@ Theory of operation:
    never joins a process that nobody will start.
 3. Leaving an attempt's scope, for any reason (stop, failed start, exit, shutdown), runs the
    shielded, bounded teardown: ``cmd_stop`` or SIGTERM to the group, ``unload_timeout``, SIGKILL.
+   A server that exited before ready but left members of its group is reported to the waiters
+   before that teardown; the state stays ``stopping`` until the group is gone, so the next start
+   of the model waits for it (ports never shared).
    Output pumps keep reading during the teardown (a server must not block on its shutdown log),
    then get at most :data:`DRAIN_TIME` to reach EOF: grandchildren may hold the pipes forever.
 4. Readiness races the health probe against the process's exit and the health timeout, so an
@@ -61,6 +64,7 @@ from llama_swap_trio.upstream.process import (
     spawn,
     terminate_group,
 )
+from llama_swap_trio.upstream.procfs import group_alive
 from llama_swap_trio.upstream.ttl import IdleTimer
 
 log = logging.getLogger(__name__)
@@ -242,6 +246,19 @@ class Upstream(UpstreamLike):
         log.debug("[%s] %s -> %s", self._model.id, previous, new)
         self._notify(StateChanged(self._model.id, new, previous, time.time(), error))
 
+    @staticmethod
+    def _left_a_group(attempt: _Attempt) -> bool:
+        """The server exited before ready, but members of its group live on (its teardown may
+        take up to unload_timeout). Else the teardown is immediate, and the waiters are told
+        after it, once the state is ``stopped`` again."""
+        error, proc = attempt.error, attempt.proc
+        return (
+            error is not None
+            and error.reason == "exited"
+            and proc is not None
+            and group_alive(proc.pid)
+        )
+
     def _exited_after_ready(self, attempt: _Attempt) -> str | None:
         """Why ``attempt``'s process, once ready, ended by itself; None while it runs (or when it
         was stopped). Reading ``returncode`` polls, so an exit the supervisor has not yet seen
@@ -285,6 +302,11 @@ class Upstream(UpstreamLike):
                     if self._state in (S.STARTING, S.READY):
                         why = attempt.error.message if attempt.error else attempt.exit_error
                         self._set_state(S.STOPPING, why)
+                    if self._left_a_group(attempt):
+                        # Fail the start now, not after the teardown: a grandchild that ignores
+                        # SIGTERM would hold the waiters for unload_timeout. The state stays
+                        # stopping until the group is gone, so a new start still waits for it.
+                        attempt.settled.set()
                     with trio.CancelScope(shield=True):
                         await self._teardown(attempt)
         finally:

@@ -91,6 +91,35 @@ async def test_exit_during_startup_fails_at_once_with_its_last_output(
     assert h.upstream.state is S.STOPPED
 
 
+async def test_exit_during_startup_fails_at_once_even_if_a_grandchild_ignores_sigterm(
+    nursery: trio.Nursery,
+) -> None:
+    # given a server that leaves a grandchild ignoring SIGTERM (and holding the pipes), then
+    # exits before it is healthy; its group needs unload_timeout and SIGKILL to be gone
+    port = free_port()
+    script = "(trap '' TERM; exec sleep 30) & echo 'fatal: no model'; exit 3"
+    model = make_model(["sh", "-c", script], port=port, unload_timeout=3)
+    h = await open_upstream(nursery, model, health_check_timeout=30)
+    # when started
+    t0 = trio.current_time()
+    with pytest.raises(StartFailed) as info:
+        await h.upstream.start()
+    # then the start fails at once (the pipes' drain, not the 3 s teardown), with the output
+    assert trio.current_time() - t0 < 2.2
+    assert info.value.reason == "exited"
+    assert "fatal: no model" in info.value.output
+    # and the group is still being torn down: stopping, which a new start would wait for
+    pgid = h.upstream.pid
+    assert pgid is not None
+    assert h.upstream.state is S.STOPPING
+    assert not group_gone(pgid)
+    # and the teardown still ends the group (SIGKILL after unload_timeout), then stopped
+    await h.upstream.stop()
+    assert group_gone(pgid)
+    assert h.upstream.state is S.STOPPED
+    assert trio.current_time() - t0 >= 3
+
+
 async def test_never_healthy_fails_at_health_timeout_and_is_gone(nursery: trio.Nursery) -> None:
     # given a server whose /health never answers 200
     port = free_port()
