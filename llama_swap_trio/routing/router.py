@@ -414,7 +414,10 @@ class Router:
             event["error"] = str(error)
             proxy_error = self._proxy_error(error)
         self._bus.publish(event)
-        self._scheduler.load_done(target, proxy_error, seconds)
+        # A failed start is reported before the teardown of a group its server left behind; the
+        # upstream's stopped notice, which follows this message, ends that.
+        still_stopping = self._upstreams[target].state == UpstreamState.STOPPING
+        self._scheduler.load_done(target, proxy_error, seconds, still_stopping=still_stopping)
 
     def _proxy_error(self, error: StartFailed) -> ProxyError:
         if error.reason == "timeout":

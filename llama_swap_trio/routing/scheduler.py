@@ -34,7 +34,8 @@ The rules, numbered so tests and comments can cite them:
    started for a request that then left still completes (ARCHITECTURE rule 3).
 7. The scheduler's view of a model is derived, never stored: a model is ``starting`` while a load
    targets it, ``stopping`` while it is evicted by a load, stopped by TTL/unload, its load was
-   cancelled by an unload, or it crashed after ready and its group is not gone yet; ``ready`` after
+   cancelled by an unload, or it crashed after ready (or failed to start) and its group is not gone
+   yet; ``ready`` after
    its load succeeded and until it is stopped or crashes; else ``stopped``. Every model not
    ``stopped`` is "running" for the swapper.
 """
@@ -277,11 +278,18 @@ class Scheduler:
             self._drain()
         self._after()
 
-    def load_done(self, target: str, error: ProxyError | None, seconds: float) -> None:
-        """The load of ``target`` finished (its evictions are stopped either way)."""
+    def load_done(
+        self, target: str, error: ProxyError | None, seconds: float, *, still_stopping: bool = False
+    ) -> None:
+        """The load of ``target`` finished (its evictions are stopped either way).
+        ``still_stopping``: it failed, and its process group is still being torn down; until the
+        upstream reports ``stopped`` the model counts as stopping, so nothing evicting it (nor a
+        new load of it) starts while the leftovers may still hold its port or memory."""
         load = self._loads.pop(target, None)
         if load is None:
             return
+        if error is not None and still_stopping:
+            self._exiting.add(target)
         if not load.cancelled:
             if error is None:
                 self._ready.add(target)

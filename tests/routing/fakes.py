@@ -20,6 +20,8 @@ from llama_swap_trio.upstream.ttl import IdleTimer
 class FakeUpstream:
     """``start`` sleeps ``start_delay`` (a stop during it aborts it with reason ``cancelled``),
     then fails with ``fail_with`` if set (once) or becomes ready; ``stop`` sleeps ``stop_delay``.
+    A failure stays ``stopping`` for ``fail_teardown`` seconds after ``start`` raised (a group left
+    behind), in the task :meth:`run` provides.
     Every transition is reported through ``notify`` like the real Upstream. With a ``ttl``, the
     real :class:`IdleTimer` reports ``IdleExpired`` while ready, armed at ready and by
     ``rearm_idle``, as in the Upstream; :meth:`run_timer` must run for that."""
@@ -37,6 +39,8 @@ class FakeUpstream:
         self.start_delay = start_delay
         self.stop_delay = stop_delay
         self.fail_with: StartFailed | None = None
+        self.fail_teardown = 0.0
+        self._background: trio.Nursery | None = None
         self._state = UpstreamState.STOPPED
         self._generation = 0
         self._start_scope: trio.CancelScope | None = None
@@ -93,7 +97,12 @@ class FakeUpstream:
             raise StartFailed(self._model.id, "cancelled", "stopped while starting")
         if self.fail_with is not None:
             error, self.fail_with = self.fail_with, None
-            self._set(UpstreamState.STOPPED, str(error))
+            if self.fail_teardown > 0:
+                assert self._background is not None, "run() must run for fail_teardown"
+                self._set(UpstreamState.STOPPING, str(error))
+                self._background.start_soon(self._end_teardown, self.fail_teardown, str(error))
+            else:
+                self._set(UpstreamState.STOPPED, str(error))
             raise error
         self._generation += 1
         self._set(UpstreamState.READY)
@@ -122,9 +131,16 @@ class FakeUpstream:
         if self._state == UpstreamState.READY:
             self._notify(IdleExpired(self._model.id))
 
-    async def run_timer(self) -> None:
-        """The TTL timer (returns at once without a ttl)."""
-        await self._timer.run()
+    async def _end_teardown(self, seconds: float, error: str) -> None:
+        await trio.sleep(seconds)
+        self._set(UpstreamState.STOPPED, error)
+
+    async def run(self) -> None:
+        """The background of this upstream: the TTL timer, teardowns after failed starts."""
+        async with trio.open_nursery() as nursery:
+            self._background = nursery
+            nursery.start_soon(self._timer.run)
+            await trio.sleep_forever()
 
     def crash(self) -> None:
         """The process exits on its own after ready."""

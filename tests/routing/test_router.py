@@ -67,7 +67,7 @@ async def running(
     async with trio.open_nursery() as nursery:
         await nursery.start(run_router)
         for up in ups.values():
-            nursery.start_soon(up.run_timer)
+            nursery.start_soon(up.run)
         yield Env(router, ups, feed, nursery, router_scope)
         nursery.cancel_scope.cancel()
 
@@ -337,6 +337,27 @@ async def test_failed_load_releases_all_its_waiters_and_the_next_request_retries
         done = [e for e in env.events("swap") if e["phase"] == "done"]
         assert done[0]["ok"] is False
         assert "boom" in done[0]["error"]
+        await env.router.load("a")
+        assert env.ups["a"].starts == 2
+
+
+async def test_swap_waits_for_the_group_a_failed_start_left_behind(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # given a whose start fails at once (502) but whose group needs 5 s more to be gone
+    async with running(single_group("a", "b")) as env:
+        env.ups["a"].fail_with = StartFailed("a", "exited", "exited before healthy")
+        env.ups["a"].fail_teardown = 5.0
+        with pytest.raises(ProxyError) as info:
+            await env.router.load("a")
+        assert info.value.status == 502
+        failed_at = trio.current_time()
+        # when b, which evicts a, is requested right after
+        async with env.router.serve("b"):
+            # then b was started only once a's group was gone
+            assert env.ups["a"].state == UpstreamState.STOPPED
+            assert trio.current_time() - failed_at >= 5
+        # and a starts again normally afterwards
         await env.router.load("a")
         assert env.ups["a"].starts == 2
 
