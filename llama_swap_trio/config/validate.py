@@ -46,6 +46,21 @@ def _enum(problems: Problems, path: KeyPath, value: str, allowed: tuple[str, ...
         problems.add(path, f"must be one of {choices}, got '{value}'")
 
 
+#: C0 controls and DEL, except tab and newline (a multi-line ``cmd``): a NUL cannot be passed to
+#: exec at all, and the others are invisible in every log line that quotes the command.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _no_control_characters(problems: Problems, path: KeyPath, value: str) -> None:
+    found = _CONTROL.search(value)
+    if found is not None:
+        problems.add(
+            path,
+            f"must not contain control characters (found U+{ord(found.group()):04X}); "
+            "only tab and newline are allowed",
+        )
+
+
 def _at_least(problems: Problems, path: KeyPath, value: float, low: float) -> None:
     if not value >= low:  # written this way so that nan fails too
         low_text = int(low) if float(low).is_integer() else low
@@ -135,6 +150,8 @@ class _Checker:
     def model(self, model_id: str, raw: RawModel) -> None:
         path: KeyPath = ("models", model_id)
         add = self.problems.add
+        _no_control_characters(self.problems, (*path, "cmd"), raw.cmd)
+        _no_control_characters(self.problems, (*path, "cmd_stop"), raw.cmd_stop)
         try:
             argv = tuple(split_command(raw.cmd))
         except ValueError as exc:

@@ -204,8 +204,10 @@ class Router:
                     self._handle(message)
         finally:
             self._closing = True
-            self._inbox_recv.close()  # later posts fail: serve() answers 503 itself
             self._scheduler.shutdown()
+            # No await from here on: nothing can be posted between the drain and the close.
+            self._answer_leftovers()
+            self._inbox_recv.close()  # later posts fail: serve() answers 503 itself
             for reply in self._unload_replies:
                 reply.close()
 
@@ -336,8 +338,32 @@ class Router:
                 if scheduler.idle_expired(model):
                     log.info("%s: idle for its ttl, stopping", model)
                     self._start_stop(frozenset({model}), None)
+                else:
+                    # The timer reports once per idle period: ask for a new one, or a report
+                    # declined now (a load of it under way, a request queued for it that then
+                    # left) would be the last and the model would never be unloaded by TTL.
+                    self._upstreams[model].rearm_idle()
             case LogLine():
                 pass
+
+    def _answer_leftovers(self) -> None:
+        """Answer what still waits in the inbox as the router stops (cancelled, or crashed): each
+        request gets 503 ``shutting_down``, each unload ``[]``; their handlers would hang else."""
+        while True:
+            try:
+                message = self._inbox_recv.receive_nowait()
+            except (trio.WouldBlock, *_GONE):
+                return
+            match message:
+                case _NewRequest(reply=reply):
+                    try:
+                        reply.send_nowait(errors.shutting_down())
+                    except (*_GONE, trio.WouldBlock):
+                        pass  # the handler is gone: nobody to tell
+                case _Unload(reply=unload_reply):
+                    unload_reply.close()  # unload() returns [] (the daemon ends the processes)
+                case _:
+                    pass  # notices, results, cancels: nobody waits for them
 
     def _state_changed(self, event: StateChanged) -> None:
         payload: dict[str, object] = {
@@ -350,7 +376,9 @@ class Router:
         if event.error is not None:
             payload["error"] = event.error
         self._bus.publish(payload)
-        if event.state == UpstreamState.STOPPED:
+        if event.state == UpstreamState.STOPPING:
+            self._scheduler.upstream_stopping(event.model)
+        elif event.state == UpstreamState.STOPPED:
             self._scheduler.upstream_stopped(event.model)
 
     def _tell(self, waiter: _Waiter, progress: Progress) -> None:
@@ -393,7 +421,10 @@ class Router:
             event["error"] = str(error)
             proxy_error = self._proxy_error(error)
         self._bus.publish(event)
-        self._scheduler.load_done(target, proxy_error, seconds)
+        # A failed start is reported before the teardown of a group its server left behind; the
+        # upstream's stopped notice, which follows this message, ends that.
+        still_stopping = self._upstreams[target].state == UpstreamState.STOPPING
+        self._scheduler.load_done(target, proxy_error, seconds, still_stopping=still_stopping)
 
     def _proxy_error(self, error: StartFailed) -> ProxyError:
         if error.reason == "timeout":

@@ -5,7 +5,8 @@ Theory of operation
 
 The scheduler is a plain object: no trio, no I/O, no clock. The router task feeds it events by
 calling its methods (``request``, ``cancel``, ``serve_done``, ``load_done``, ``stop_done``,
-``unload``, ``idle_expired``, ``upstream_stopped``, ``shutdown``) one at a time, and it acts
+``unload``, ``idle_expired``, ``upstream_stopping``, ``upstream_stopped``, ``shutdown``) one at a
+time, and it acts
 through an :class:`Effects` object it is given (grant or refuse a request, start a load, report
 progress, the queue and in-flight counts). Two decisions come back as return values instead,
 because the caller must act on them at once and in its own way: ``unload`` returns the models to
@@ -32,9 +33,11 @@ The rules, numbered so tests and comments can cite them:
 6. A cancelled request leaves the queue and its load's waiters; it never causes a load. A load
    started for a request that then left still completes (ARCHITECTURE rule 3).
 7. The scheduler's view of a model is derived, never stored: a model is ``starting`` while a load
-   targets it, ``stopping`` while it is evicted by a load, stopped by TTL/unload or its load was
-   cancelled by an unload, ``ready`` after its load succeeded and until it is stopped or crashes,
-   else ``stopped``. Every model not ``stopped`` is "running" for the swapper.
+   targets it, ``stopping`` while it is evicted by a load, stopped by TTL/unload, its load was
+   cancelled by an unload, or it crashed after ready (or failed to start) and its group is not gone
+   yet; ``ready`` after
+   its load succeeded and until it is stopped or crashes; else ``stopped``. Every model not
+   ``stopped`` is "running" for the swapper.
 """
 
 from __future__ import annotations
@@ -143,6 +146,8 @@ class Scheduler:
         self._loads: dict[str, _Load] = {}
         self._ready: set[str] = set()
         self._stopping: Counter[str] = Counter()
+        #: ready models whose process exited by itself; until their group is gone (rule 7)
+        self._exiting: set[str] = set()
         self._admitted: Counter[str] = Counter()
         self._in_flight: Counter[str] = Counter()
         self._closing = False
@@ -156,7 +161,11 @@ class Scheduler:
         load = self._loads.get(model)
         if load is not None:
             return UpstreamState.STOPPING if load.cancelled else UpstreamState.STARTING
-        if self._stopping[model] or any(model in ld.evict for ld in self._loads.values()):
+        if (
+            self._stopping[model]
+            or model in self._exiting
+            or any(model in ld.evict for ld in self._loads.values())
+        ):
             return UpstreamState.STOPPING
         if model in self._ready:
             return UpstreamState.READY
@@ -193,7 +202,7 @@ class Scheduler:
         collides = evict_busy = False
         if load is None and not stopping:
             evict = self._swapper.evictions(model, self.running())
-            reserved = set(self._stopping)
+            reserved = set(self._stopping) | self._exiting
             for other in self._loads.values():
                 reserved.add(other.target)
                 reserved.update(other.evict)
@@ -270,11 +279,18 @@ class Scheduler:
             self._drain()
         self._after()
 
-    def load_done(self, target: str, error: ProxyError | None, seconds: float) -> None:
-        """The load of ``target`` finished (its evictions are stopped either way)."""
+    def load_done(
+        self, target: str, error: ProxyError | None, seconds: float, *, still_stopping: bool = False
+    ) -> None:
+        """The load of ``target`` finished (its evictions are stopped either way).
+        ``still_stopping``: it failed, and its process group is still being torn down; until the
+        upstream reports ``stopped`` the model counts as stopping, so nothing evicting it (nor a
+        new load of it) starts while the leftovers may still hold its port or memory."""
         load = self._loads.pop(target, None)
         if load is None:
             return
+        if error is not None and still_stopping:
+            self._exiting.add(target)
         if not load.cancelled:
             if error is None:
                 self._ready.add(target)
@@ -332,11 +348,21 @@ class Scheduler:
         self._stopping[model] += 1
         return True
 
+    def upstream_stopping(self, model: str) -> None:
+        """An upstream reported ``stopping``. When we did not ask for it (we think it ready), its
+        process exited by itself: nothing more is granted to it, and requests for it wait for the
+        ``stopped`` that follows, then start it again (SPEC 3.5). Stops we started are ignored."""
+        if self.state(model) == UpstreamState.READY:
+            self._ready.discard(model)
+            self._exiting.add(model)
+            self._after()
+
     def upstream_stopped(self, model: str) -> None:
         """An upstream reported ``stopped`` on its own (a crash after ready): forget it was ready.
         Stops and loads the router made itself are settled by ``stop_done``/``load_done``."""
-        if model in self._ready:
+        if model in self._ready or model in self._exiting:
             self._ready.discard(model)
+            self._exiting.discard(model)
             self._drain()
             self._after()
 

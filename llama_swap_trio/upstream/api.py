@@ -2,9 +2,10 @@
 
 The :class:`~llama_swap_trio.upstream.Upstream` is the single writer of its own state; everybody
 else reads it (``upstream.state``) or listens to the notices below. The router is the only caller
-of ``start``/``stop``: an upstream never decides to stop itself, it only reports (``IdleExpired``,
-``StateChanged`` to ``stopped`` after an unexpected exit), so scheduling decisions are never taken
-on a stale view (llama-swap #946).
+of ``start``/``stop``: an upstream never decides to stop itself, it only reports (``IdleExpired``;
+``StateChanged`` to ``stopping`` with the error as soon as a ready process exits by itself, then to
+``stopped`` once its group is gone), so scheduling decisions are never taken on a stale view
+(llama-swap #946).
 """
 
 from __future__ import annotations
@@ -103,4 +104,11 @@ class UpstreamLike(Protocol):
 
     def set_in_flight(self, count: int) -> None:
         """Told by the router whenever its count of requests in flight changes (TTL pauses)."""
+        ...
+
+    def rearm_idle(self) -> None:
+        """Told by the router when it declined an ``IdleExpired``: start a new idle period now.
+
+        The timer reports once per idle period; without this, a declined report (the model was
+        busy being loaded, or a request queued for it then left) would be the last one."""
         ...

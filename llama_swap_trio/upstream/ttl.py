@@ -6,7 +6,8 @@ request is in flight, so a request longer than the ttl is never cut (llama-swap 
 the ready time fixes llama-swap's quirk of unloading at once a model nobody used after its start.
 
 The timer only reports (``on_expire``); deciding to unload is the router's job. It reports once per
-idle period: the next report needs a new period (a request that ends, or a new start).
+idle period: the next report needs a new period (a request that ends, a new start, or the router
+declining the report, which calls :meth:`IdleTimer.arm` again).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class IdleTimer:
         return self._in_flight
 
     def arm(self) -> None:
-        """Start a new idle period now (the model just became ready)."""
+        """Start a new idle period now (the model just became ready, or the router declined the
+        last report)."""
         self._idle_since = trio.current_time()
         self._reported = False
         self._wake()

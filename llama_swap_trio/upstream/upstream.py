@@ -24,10 +24,15 @@ Theory of operation:
    never joins a process that nobody will start.
 3. Leaving an attempt's scope, for any reason (stop, failed start, exit, shutdown), runs the
    shielded, bounded teardown: ``cmd_stop`` or SIGTERM to the group, ``unload_timeout``, SIGKILL.
+   A server that exited before ready but left members of its group is reported to the waiters
+   before that teardown; the state stays ``stopping`` until the group is gone, so the next start
+   of the model waits for it (ports never shared).
    Output pumps keep reading during the teardown (a server must not block on its shutdown log),
    then get at most :data:`DRAIN_TIME` to reach EOF: grandchildren may hold the pipes forever.
 4. Readiness races the health probe against the process's exit and the health timeout, so an
    early exit fails the start at once with the last lines the server printed.
+5. A ready process that exits by itself turns the state to ``stopping`` (with the error) the moment
+   ``wait()`` returns, before the drain and the teardown, so nobody is sent to a dead server.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from llama_swap_trio.upstream.process import (
     spawn,
     terminate_group,
 )
+from llama_swap_trio.upstream.procfs import group_alive
 from llama_swap_trio.upstream.ttl import IdleTimer
 
 log = logging.getLogger(__name__)
@@ -214,8 +220,15 @@ class Upstream(UpstreamLike):
                 err = attempt.error
                 # a fresh exception per waiter: several tasks may raise it at once
                 raise StartFailed(err.model, err.reason, err.message, err.output)
-            if self._attempt is attempt and self._state is S.READY:
+            exit_error = self._exited_after_ready(attempt)
+            if exit_error is None and self._attempt is attempt and self._state is S.READY:
                 return
+            if exit_error is not None:
+                # It died within a tick of becoming ready: an exit (502) with its last words, not
+                # a stop (503), and nobody is handed a dead server.
+                with trio.move_on_after(DRAIN_TIME):
+                    await attempt.pumps_eof.wait()
+                raise StartFailed(model_id, "exited", exit_error, attempt.tail_text())
             raise StartFailed(
                 model_id, "cancelled", f"[{model_id}] stopped right after it became ready"
             )
@@ -233,6 +246,9 @@ class Upstream(UpstreamLike):
     def set_in_flight(self, count: int) -> None:
         self._timer.set_in_flight(count)
 
+    def rearm_idle(self) -> None:
+        self._timer.arm()
+
     # -- internals ---------------------------------------------------------------------------
 
     def _set_state(self, new: UpstreamState, error: str | None = None) -> None:
@@ -242,6 +258,35 @@ class Upstream(UpstreamLike):
         self._state = new
         log.debug("[%s] %s -> %s", self._model.id, previous, new)
         self._notify(StateChanged(self._model.id, new, previous, time.time(), error))
+
+    @staticmethod
+    def _left_a_group(attempt: _Attempt) -> bool:
+        """The server exited before ready, but members of its group live on (its teardown may
+        take up to unload_timeout). Else the teardown is immediate, and the waiters are told
+        after it, once the state is ``stopped`` again."""
+        error, proc = attempt.error, attempt.proc
+        return (
+            error is not None
+            and error.reason == "exited"
+            and proc is not None
+            and group_alive(proc.pid)
+        )
+
+    def _exited_after_ready(self, attempt: _Attempt) -> str | None:
+        """Why ``attempt``'s process, once ready, ended by itself; None while it runs (or when it
+        was stopped). Reading ``returncode`` polls, so an exit the supervisor has not yet seen
+        counts too."""
+        if attempt.exit_error is not None:
+            return attempt.exit_error
+        proc = attempt.proc
+        if proc is None or attempt.scope.cancel_called:
+            return None
+        code = proc.returncode
+        if code is None:
+            return None
+        return (
+            f"[{self._model.id}] upstream process exited right after it became ready (code {code})"
+        )
 
     def _on_idle(self) -> None:
         log.info("[%s] idle for its ttl of %d s", self._model.id, self._model.ttl)
@@ -270,6 +315,11 @@ class Upstream(UpstreamLike):
                     if self._state in (S.STARTING, S.READY):
                         why = attempt.error.message if attempt.error else attempt.exit_error
                         self._set_state(S.STOPPING, why)
+                    if self._left_a_group(attempt):
+                        # Fail the start now, not after the teardown: a grandchild that ignores
+                        # SIGTERM would hold the waiters for unload_timeout. The state stays
+                        # stopping until the group is gone, so a new start still waits for it.
+                        attempt.settled.set()
                     with trio.CancelScope(shield=True):
                         await self._teardown(attempt)
         finally:
@@ -313,9 +363,12 @@ class Upstream(UpstreamLike):
             ready.start_soon(self._timer.run)
             code = await proc.wait()
             ready.cancel_scope.cancel()
+        # Say so at once, before the drain and the teardown: a model still called ready would be
+        # granted requests that can only fail (502) instead of being started again.
+        attempt.exit_error = f"[{model.id}] upstream process exited unexpectedly (code {code})"
+        self._set_state(S.STOPPING, attempt.exit_error)
         with trio.move_on_after(DRAIN_TIME):
             await attempt.pumps_eof.wait()
-        attempt.exit_error = f"[{model.id}] upstream process exited unexpectedly (code {code})"
         log.warning("%s; last output:\n%s", attempt.exit_error, attempt.tail_text())
 
     async def _wait_ready(self, attempt: _Attempt, proc: trio.Process) -> None:

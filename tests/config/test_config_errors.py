@@ -100,6 +100,24 @@ CASES: list[tuple[str, str, str]] = [
         '[models.m]\ncmd = "a \'b"\nproxy = "http://h"',
         "models.m.cmd: cannot be split into words: No closing quotation",
     ),
+    (
+        "cmd_with_a_nul_byte",
+        '[models.m]\ncmd = "srv\\u0000x"\nproxy = "http://h"',
+        "models.m.cmd: must not contain control characters (found U+0000); "
+        "only tab and newline are allowed",
+    ),
+    (
+        "cmd_with_an_escape_character",
+        '[models.m]\ncmd = "srv \\u001b[31m"\nproxy = "http://h"',
+        "models.m.cmd: must not contain control characters (found U+001B); "
+        "only tab and newline are allowed",
+    ),
+    (
+        "cmd_stop_with_a_nul_byte",
+        M + 'cmd_stop = "kill\\u0000 ${PID}"',
+        "models.m.cmd_stop: must not contain control characters (found U+0000); "
+        "only tab and newline are allowed",
+    ),
     # -- aliases --
     (
         "duplicate_alias_names_both_models",

@@ -225,6 +225,11 @@ def test_toml_basic_string_continuations_also_give_one_command() -> None:
     assert config.models["m"].argv == ("srv", "--port", "5800", "-v")
 
 
+def test_tabs_and_newlines_are_the_control_characters_a_cmd_may_hold() -> None:
+    config = load('[models.m]\ncmd = "srv\\t--port ${PORT}\\n  -v"\ncmd_stop = "kill\\t${PID}"\n')
+    assert config.models["m"].argv == ("srv", "--port", "5800", "-v")
+
+
 # -- defaults --------------------------------------------------------------------------------
 
 

@@ -86,6 +86,9 @@ class FakeUpstream:
     def set_in_flight(self, count: int) -> None:  # pragma: no cover
         pass
 
+    def rearm_idle(self) -> None:  # pragma: no cover
+        pass
+
 
 class FakeRouter:
     """A RouterLike whose answers tests set: errors per model, a gate to hold requests waiting."""

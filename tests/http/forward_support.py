@@ -65,6 +65,9 @@ class FakeUpstream:
     def set_in_flight(self, count: int) -> None:
         return None
 
+    def rearm_idle(self) -> None:
+        return None
+
 
 def grant_for(proxy: str, *, generation: int = 1, **timeouts: float) -> Grant:
     model = model_config(proxy, **timeouts)

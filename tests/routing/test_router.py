@@ -29,6 +29,8 @@ class Env:
     ups: dict[str, FakeUpstream]
     feed: Subscription
     nursery: trio.Nursery
+    #: cancels the router task alone (cancelling ``nursery`` would cancel the test body too)
+    router_scope: trio.CancelScope
 
     def events(self, kind: str) -> list[dict[str, Any]]:
         out = []
@@ -57,9 +59,17 @@ async def running(
     }
     router = Router(config, ups, bus=bus)
     routers.append(router)
+    router_scope = trio.CancelScope()
+
+    async def run_router(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with router_scope:
+            await router.run(task_status=task_status)
+
     async with trio.open_nursery() as nursery:
-        await nursery.start(router.run)
-        yield Env(router, ups, feed, nursery)
+        await nursery.start(run_router)
+        for up in ups.values():
+            nursery.start_soon(up.run)
+        yield Env(router, ups, feed, nursery, router_scope)
         nursery.cancel_scope.cancel()
 
 
@@ -149,6 +159,31 @@ async def test_ttl_expiry_is_ignored_while_a_request_is_in_flight(
             await trio.sleep(10)
             assert env.ups["a"].state == UpstreamState.READY
         assert env.ups["a"].stops == 0
+
+
+async def test_ttl_report_declined_while_a_request_queued_is_followed_by_a_later_unload(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # given a (ttl 10 s) in an exclusive group and b running beside it in a non-exclusive one
+    config = group_config(group("g", "a"), group("h", "b", exclusive=False))
+    models = dict(config.models)
+    models["a"] = attrs.evolve(models["a"], ttl=10)
+    async with running(attrs.evolve(config, models=models)) as env:
+        await env.router.load("a")
+        release_b = trio.Event()
+        served: list[str] = []
+        env.nursery.start_soon(hold, env, "b", release_b, served)
+        await wait_until(lambda: served == ["b"])
+        # and a request for a queued behind b (a is exclusive: it must evict busy b first)
+        with trio.move_on_after(15):
+            async with env.router.serve("a"):
+                pytest.fail("a must not be served while b is busy")
+        # when a's ttl expired while that request was queued (the report was declined), and the
+        # request left
+        release_b.set()
+        # then a is still unloaded by its ttl later
+        await wait_until(lambda: env.ups["a"].state == UpstreamState.STOPPED, timeout=30)
+        assert env.ups["a"].stops == 1
 
 
 async def test_client_leaving_the_queue_leaks_no_count_and_causes_no_load(
@@ -329,6 +364,27 @@ async def test_failed_load_releases_all_its_waiters_and_the_next_request_retries
         assert env.ups["a"].starts == 2
 
 
+async def test_swap_waits_for_the_group_a_failed_start_left_behind(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # given a whose start fails at once (502) but whose group needs 5 s more to be gone
+    async with running(single_group("a", "b")) as env:
+        env.ups["a"].fail_with = StartFailed("a", "exited", "exited before healthy")
+        env.ups["a"].fail_teardown = 5.0
+        with pytest.raises(ProxyError) as info:
+            await env.router.load("a")
+        assert info.value.status == 502
+        failed_at = trio.current_time()
+        # when b, which evicts a, is requested right after
+        async with env.router.serve("b"):
+            # then b was started only once a's group was gone
+            assert env.ups["a"].state == UpstreamState.STOPPED
+            assert trio.current_time() - failed_at >= 5
+        # and a starts again normally afterwards
+        await env.router.load("a")
+        assert env.ups["a"].starts == 2
+
+
 async def test_health_timeout_is_answered_504(autojump_clock: trio.testing.MockClock) -> None:
     async with running(single_group("a")) as env:
         env.ups["a"].fail_with = StartFailed("a", "timeout", "not healthy within 120s")
@@ -399,6 +455,23 @@ async def test_crashed_model_is_started_again_by_the_next_request(
         assert env.ups["a"].state == UpstreamState.READY
 
 
+async def test_request_during_a_crash_teardown_waits_for_it_then_starts_the_model_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # given a ready model whose process exited by itself; its group takes 5 s to be gone
+    async with running(single_group("a")) as env:
+        await env.router.load("a")
+        env.nursery.start_soon(env.ups["a"].exit_by_itself, 5.0)
+        await wait_until(lambda: env.ups["a"].state == UpstreamState.STOPPING)
+        start = trio.current_time()
+        # when a request comes in during the teardown
+        async with env.router.serve("a") as grant:
+            # then it is granted only once the model was started again, never to the dead process
+            assert grant.upstream.state == UpstreamState.READY
+        assert env.ups["a"].starts == 2
+        assert trio.current_time() - start >= 5
+
+
 async def test_progress_reports_queue_position_load_and_ready(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -451,5 +524,36 @@ async def test_stopping_the_router_answers_every_waiter(
         async with trio.open_nursery() as clients:
             clients.start_soon(waiter)
             await wait_until(lambda: env.ups["a"].state == UpstreamState.STARTING)
-            env.nursery.cancel_scope.cancel()
+            env.router_scope.cancel()
         assert outcome[0].code == "shutting_down"
+
+
+async def test_requests_and_unloads_left_in_the_inbox_when_the_router_stops_are_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running(single_group("a")) as env:
+        outcome: list[object] = []
+
+        async def request() -> None:
+            with pytest.raises(ProxyError) as info:
+                await env.router.load("a")
+            outcome.append(info.value.code)
+
+        async def unload() -> None:
+            outcome.append(await env.router.unload())
+
+        async def stop_router() -> None:
+            env.router_scope.cancel()
+
+        # given clients that post to the router and a stop of the router, all in one scheduling
+        # batch: the router task does not run in between, so whatever order they run in, at least
+        # the messages after the first are still in its inbox when it stops
+        with trio.fail_after(10):
+            async with trio.open_nursery() as clients:
+                clients.start_soon(request)
+                clients.start_soon(unload)
+                clients.start_soon(request)
+                clients.start_soon(unload)
+                clients.start_soon(stop_router)
+        # then every one of them was answered: 503 shutting_down, or no model unloaded
+        assert sorted(map(str, outcome)) == ["[]", "[]", "shutting_down", "shutting_down"]

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 
 import pytest
 import trio
 
 from llama_swap_trio.logbuffer import LogBuffer
+from llama_swap_trio.upstream import upstream as upstream_module
 from llama_swap_trio.upstream.api import StartFailed, StateChanged, UpstreamState
+from llama_swap_trio.upstream.ttl import IdleTimer
 from tests.upstream.helpers import (
     PY,
     fake_argv,
@@ -83,6 +88,35 @@ async def test_exit_during_startup_fails_at_once_with_its_last_output(
     assert "fatal: cannot load model" in info.value.output
     assert len(info.value.output) <= 2048
     assert h.upstream.state is S.STOPPED
+
+
+async def test_exit_during_startup_fails_at_once_even_if_a_grandchild_ignores_sigterm(
+    nursery: trio.Nursery,
+) -> None:
+    # given a server that leaves a grandchild ignoring SIGTERM (and holding the pipes), then
+    # exits before it is healthy; its group needs unload_timeout and SIGKILL to be gone
+    port = free_port()
+    script = "(trap '' TERM; exec sleep 30) & echo 'fatal: no model'; exit 3"
+    model = make_model(["sh", "-c", script], port=port, unload_timeout=3)
+    h = await open_upstream(nursery, model, health_check_timeout=30)
+    # when started
+    t0 = trio.current_time()
+    with pytest.raises(StartFailed) as info:
+        await h.upstream.start()
+    # then the start fails at once (the pipes' drain, not the 3 s teardown), with the output
+    assert trio.current_time() - t0 < 2.2
+    assert info.value.reason == "exited"
+    assert "fatal: no model" in info.value.output
+    # and the group is still being torn down: stopping, which a new start would wait for
+    pgid = h.upstream.pid
+    assert pgid is not None
+    assert h.upstream.state is S.STOPPING
+    assert not group_gone(pgid)
+    # and the teardown still ends the group (SIGKILL after unload_timeout), then stopped
+    await h.upstream.stop()
+    assert group_gone(pgid)
+    assert h.upstream.state is S.STOPPED
+    assert trio.current_time() - t0 >= 3
 
 
 async def test_never_healthy_fails_at_health_timeout_and_is_gone(nursery: trio.Nursery) -> None:
@@ -175,6 +209,66 @@ async def test_exit_after_ready_reports_stopped_with_error_and_logs_output(
     # and the next start simply starts again
     await h.upstream.start()
     assert h.upstream.generation == 2
+
+
+async def test_exit_after_ready_reports_stopping_at_once_not_after_the_drain(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a ready server whose grandchild holds the pipes, so draining them takes all of
+    # DRAIN_TIME (made long here, so the test does not race the real 0.5 s)
+    monkeypatch.setattr(upstream_module, "DRAIN_TIME", 3.0)
+    port = free_port()
+    argv = fake_argv(port, "--fork-grandchild", "--exit-after", "0.2", "--exit-code", "4")
+    h = await open_upstream(nursery, make_model(argv, port=port))
+    await h.upstream.start()
+    # when the server exits by itself
+    await wait_until(lambda: any(line.startswith("exiting") for line in h.logs.lines()))
+    # then the upstream says stopping (with the error) at once, while the pipes still drain
+    await wait_until(lambda: h.upstream.state is not S.READY, timeout=2.0)
+    assert h.upstream.state is S.STOPPING
+    last = [e for e in h.events if isinstance(e, StateChanged)][-1]
+    assert (last.previous, last.state) == (S.READY, S.STOPPING)
+    assert last.error is not None
+    assert "exited unexpectedly (code 4)" in last.error
+
+
+async def test_exit_within_a_tick_of_ready_fails_the_start_as_an_exit_with_its_output(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a server that dies right after it was found ready, before its start() waiter runs:
+    # killed from IdleTimer.arm, which runs in the same step, and waited for (synchronously)
+    # until it can be reaped (WNOWAIT: left for the Upstream to reap; a zombie leader is not
+    # reapable yet while the other threads of the process still exit)
+    port = free_port()
+    h = await open_upstream(nursery, make_model(fake_argv(port), port=port))
+    original_arm = IdleTimer.arm
+    killed: list[int] = []
+
+    def arm_then_die(timer: IdleTimer) -> None:
+        original_arm(timer)
+        pid = h.upstream.pid
+        if killed or pid is None:
+            return
+        killed.append(pid)
+        os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        while os.waitid(os.P_PID, pid, flags) is None:
+            assert time.monotonic() < deadline, "the killed server did not die"
+            time.sleep(0.001)
+
+    monkeypatch.setattr(IdleTimer, "arm", arm_then_die)
+    # when started
+    with pytest.raises(StartFailed) as info:
+        await h.upstream.start()
+    # then it failed as an exit (502), not as a stop (503 model_unloaded), with its last output
+    assert killed
+    assert info.value.reason == "exited"
+    assert "code -9" in info.value.message
+    assert "listening on" in info.value.output
+    # and the next start simply starts again
+    await h.upstream.start()
+    assert h.upstream.state is S.READY
 
 
 async def test_chatty_server_never_blocks_and_log_memory_stays_bounded(
