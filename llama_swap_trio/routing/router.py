@@ -357,7 +357,7 @@ class Router:
             match message:
                 case _NewRequest(reply=reply):
                     try:
-                        reply.send_nowait(errors.shutting_down())
+                        reply.send_nowait(self._refusal())
                     except (*_GONE, trio.WouldBlock):
                         pass  # the handler is gone: nobody to tell
                 case _Unload(reply=unload_reply):
