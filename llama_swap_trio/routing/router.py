@@ -348,7 +348,7 @@ class Router:
 
     def _answer_leftovers(self) -> None:
         """Answer what still waits in the inbox as the router stops (cancelled, or crashed): each
-        request gets 503 ``shutting_down``, each unload ``[]``; their handlers would hang else."""
+        request gets the refusal (503), each unload ``[]``; their handlers would hang else."""
         while True:
             try:
                 message = self._inbox_recv.receive_nowait()
