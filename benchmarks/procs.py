@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 #: where ``python -m llama_swap_trio`` runs from: this checkout, or another one to compare against
 #: (e.g. ``git archive <rev> | tar -x -C /tmp/rev`` and ``LST_BENCH_DAEMON_SRC=/tmp/rev``)
 DAEMON_SRC = Path(os.environ.get("LST_BENCH_DAEMON_SRC", ROOT)).resolve()
+#: a second checkout measured in the same run as target ``baseline`` (warm and stream), so that
+#: before/after figures share the same machine noise
+BASELINE_SRC = os.environ.get("LST_BENCH_BASELINE_SRC")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 #: a small, realistic non-streaming chat completion answer (what the fast upstream returns)
@@ -218,7 +221,12 @@ http {{
         return port
 
     def daemon(
-        self, config: str, *, name: str = "daemon", ready_model: str | None = None
+        self,
+        config: str,
+        *,
+        name: str = "daemon",
+        ready_model: str | None = None,
+        src: str | None = None,
     ) -> tuple[int, list[int]]:
         """The daemon on ``config`` (TOML text); waits until it listens (and ``ready_model``)."""
         port = free_port()
@@ -236,7 +244,7 @@ http {{
                 f"127.0.0.1:{port}",
             ],
             name,
-            cwd=DAEMON_SRC,
+            cwd=DAEMON_SRC if src is None else Path(src),
         )
         try:
             wait_port(port)

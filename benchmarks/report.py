@@ -31,19 +31,21 @@ def warm(label: str) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for c, per in data["summary"].items():
-        for name in ("direct", "nginx-proxy", "hello", "proxy"):
+        for name in ("direct", "nginx-proxy", "hello", "baseline", "proxy"):
             if name in per:
                 r = per[name]
                 out.append(
                     f"| {c[2:]} | {name} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | "
                     f"{r['p99_ms']:.2f} | {r['cpu_ms_per_req']:.3f} |"
                 )
-        ratio = per.get("ratio proxy/hello rps", {}).get("value")
-        added = per.get("proxy added p50 ms", {}).get("value")
-        out.append(
-            f"| {c[2:]} | **proxy/hello req/s** | **{ratio:.2f}x** | "
-            f"added p50 **{added:.3f} ms** | | |"
-        )
+        for who in ("baseline", "proxy"):
+            ratio = per.get(f"ratio {who}/hello rps", {}).get("value")
+            added = per.get(f"{who} added p50 ms", {}).get("value")
+            if ratio is not None:
+                out.append(
+                    f"| {c[2:]} | **{who}/hello req/s** | **{ratio:.2f}x** | "
+                    f"added p50 **{added:.3f} ms** | | |"
+                )
     return [*out, ""]
 
 
@@ -58,24 +60,33 @@ def stream(label: str) -> list[str]:
         f"`{meta['command']}`",
         "",
         "| streams x 50 ev/s | direct p50 / p99 ms | proxy p50 / p99 ms | added p50 / p99 ms |"
-        " proxy CPU us/event |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        " proxy CPU us/event | hello (hypercorn alone) CPU us/event |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for key, row in s.items():
         if not key.endswith("streams"):
             continue
         d, p = row["direct"], row["proxy"]
+        hello = row.get("hello", {}).get("proxy_cpu_us_per_event")
+        base = row.get("baseline")
+        if base is not None:
+            out.append(
+                f"| {key.split()[0]} (baseline) | | {base['p50_ms']:.2f} / {base['p99_ms']:.2f} | "
+                f"{base['p50_ms'] - d['p50_ms']:.2f} / {base['p99_ms'] - d['p99_ms']:.2f} | "
+                f"{base['proxy_cpu_us_per_event']:.0f} | |"
+            )
         out.append(
             f"| {key.split()[0]} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} | "
             f"{p['p50_ms']:.2f} / {p['p99_ms']:.2f} | {row['added_p50_ms']:.2f} / "
-            f"{row['added_p99_ms']:.2f} | {row['proxy_cpu_us_per_event']:.0f} |"
+            f"{row['added_p99_ms']:.2f} | {row['proxy_cpu_us_per_event']:.0f} | "
+            + ("n/a |" if hello is None else f"{hello:.0f} |")
         )
-    out += [
-        "",
-        f"Bulk, one unpaced stream: direct **{s['bulk direct MB/s']:.0f} MB/s**, "
-        f"through the proxy **{s['bulk proxy MB/s']:.0f} MB/s**.",
-        "",
-    ]
+    bulk = ", ".join(
+        f"{name} **{s[f'bulk {name} MB/s']:.0f} MB/s**"
+        for name in ("direct", "baseline", "proxy")
+        if f"bulk {name} MB/s" in s
+    )
+    out += ["", f"Bulk, one unpaced stream: {bulk}.", ""]
     return out
 
 
@@ -99,11 +110,16 @@ def swap(label: str) -> list[str]:
         "server_start_ms": "new server's own start (spawn -> healthy)",
         "overhead_ms": "**proxy overhead** (request - stop - start)",
         "notice_ms": "healthy -> answer at the client (readiness notice + forwarding)",
+        "warm_request_ms": "the same request again, model warm (forwarding alone)",
+        "notice_minus_warm_ms": "**readiness notice** (the two rows above, subtracted)",
+        "exec_ms": "interpreter start-up of the server command (measured each swap)",
         "request_to_sigterm_ms": "request -> SIGTERM to the old server",
         "exit_to_start_ms": "old exit -> new server's first line of Python",
         "llama_swap_cadence_ms": "llama-swap's cadence alone, same start times",
     }
     for key, name in names.items():
+        if key not in s:
+            continue
         out.append(f"| {name} | {s[key]['p50']:.1f} | {s[key]['p95']:.1f} |")
     return [*out, ""]
 

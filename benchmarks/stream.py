@@ -5,6 +5,8 @@ just before sending it; the client (trio, raw sockets, same machine so the same 
 records receive time minus stamp for every event. Streams are paced at 50 events/s each and their
 starts are spread over one interval, so the events of N streams arrive evenly rather than in bursts
 of N. ``added`` is the proxied percentile minus the direct one measured in the same round.
+``hello`` streams the same events from the raw-ASGI hello app on hypercorn (no upstream): its CPU
+per event is the floor our stack puts under the proxy's.
 
 Bulk: one unpaced stream of 64 KiB chunks, bytes received over time, direct vs proxied.
 """
@@ -18,7 +20,7 @@ from typing import Any
 
 import trio
 
-from benchmarks.procs import Procs, cpu_seconds, loadavg
+from benchmarks.procs import BASELINE_SRC, Procs, cpu_seconds, loadavg
 
 STAMP = re.compile(rb'"t":(\d+)')
 REQUEST_BODY = b'{"model":"bench","stream":true,"messages":[{"role":"user","content":"hi"}]}'
@@ -109,14 +111,24 @@ def run(
     with Procs() as procs:
         sse_port = procs.sse_upstream()
         proxy_port, proxy_pids = procs.daemon(bench_config(sse_port), ready_model="bench")
-        targets = {"direct": sse_port, "proxy": proxy_port}
+        hello_port, hello_pids = procs.hello()
+        targets = {"direct": sse_port, "proxy": proxy_port, "hello": hello_port}
+        cpu_pids = {"direct": proxy_pids, "proxy": proxy_pids, "hello": hello_pids}
+        names = ["direct", "proxy", "hello"]
+        if BASELINE_SRC:
+            base_port, base_pids = procs.daemon(
+                bench_config(sse_port), name="baseline", ready_model="bench", src=BASELINE_SRC
+            )
+            targets["baseline"], cpu_pids["baseline"] = base_port, base_pids
+            names.append("baseline")
         trio.run(paced, proxy_port, 5, 20, 0.005)  # warm-up
         for n in streams:
             for r in range(rounds):
-                for name in ["direct", "proxy"] if r % 2 == 0 else ["proxy", "direct"]:
-                    before = cpu_seconds(proxy_pids)
+                k = r % len(names)
+                for name in names[k:] + names[:k]:  # the order rotates per round
+                    before = cpu_seconds(cpu_pids[name])
                     delays = trio.run(paced, targets[name], n, events, interval)
-                    cpu = cpu_seconds(proxy_pids) - before
+                    cpu = cpu_seconds(cpu_pids[name]) - before
                     row = {
                         "kind": "paced",
                         "target": name,
@@ -127,6 +139,7 @@ def run(
                         "p50_ms": pct(delays, 0.50),
                         "p99_ms": pct(delays, 0.99),
                         "max_ms": pct(delays, 1.0),
+                        # the daemon's CPU (for "hello": the hello app's, the hypercorn floor)
                         "proxy_cpu_us_per_event": 1e6 * cpu / max(1, len(delays)),
                         "loadavg": loadavg(),
                     }
@@ -138,10 +151,10 @@ def run(
                         flush=True,
                     )
         for r in range(rounds):
-            for name in ("direct", "proxy"):
-                before = cpu_seconds(proxy_pids)
+            for name in [n for n in names if n != "hello"]:
+                before = cpu_seconds(cpu_pids[name])
                 mbps = trio.run(bulk, targets[name], 32 if quick else bulk_mib)
-                cpu = cpu_seconds(proxy_pids) - before
+                cpu = cpu_seconds(cpu_pids[name]) - before
                 runs.append(
                     {
                         "kind": "bulk",
@@ -160,8 +173,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     paced_runs = [r for r in runs if r["kind"] == "paced"]
     for n in sorted({r["streams"] for r in paced_runs}):
         row: dict[str, Any] = {}
-        for name in ("direct", "proxy"):
+        for name in ("direct", "proxy", "hello", "baseline"):
             mine = [r for r in paced_runs if r["streams"] == n and r["target"] == name]
+            if not mine:
+                continue
             row[name] = {
                 k: statistics.median(r[k] for r in mine)
                 for k in ("p50_ms", "p99_ms", "max_ms", "proxy_cpu_us_per_event")
@@ -170,7 +185,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         added = []
         for r in range(max(x["round"] for x in paced_runs) + 1):
             pair = {x["target"]: x for x in paced_runs if x["streams"] == n and x["round"] == r}
-            if len(pair) == 2:
+            if "proxy" in pair and "direct" in pair:
                 added.append(
                     (
                         pair["proxy"]["p50_ms"] - pair["direct"]["p50_ms"],
@@ -181,7 +196,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         row["added_p99_ms"] = statistics.median(b for _, b in added)
         row["proxy_cpu_us_per_event"] = row["proxy"]["proxy_cpu_us_per_event"]
         out[f"{n} streams"] = row
-    for name in ("direct", "proxy"):
+    for name in ("direct", "proxy", "baseline"):
         mine = [r["MB_per_s"] for r in runs if r["kind"] == "bulk" and r["target"] == name]
         if mine:
             out[f"bulk {name} MB/s"] = statistics.median(mine)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.procs import CHAT_REQUEST, Procs, cpu_seconds, loadavg
+from benchmarks.procs import BASELINE_SRC, CHAT_REQUEST, Procs, cpu_seconds, loadavg
 
 LUA = f"""
 wrk.method = "POST"
@@ -103,6 +103,10 @@ def run(
             "hello": (hello_port, hello_pids),
             "proxy": (proxy_port, proxy_pids),
         }
+        if BASELINE_SRC:
+            targets["baseline"] = procs.daemon(
+                bench_config(up_port), name="baseline", ready_model="bench", src=BASELINE_SRC
+            )
         if only:
             targets = {k: v for k, v in targets.items() if k in only}
         # warm-up: connections, pools, code paths
@@ -156,6 +160,13 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             }
         if "proxy" in per and "hello" in per:
             per["ratio proxy/hello rps"] = {"value": per["proxy"]["rps"] / per["hello"]["rps"]}
+        if "baseline" in per and "hello" in per:
+            per["ratio baseline/hello rps"] = {
+                "value": per["baseline"]["rps"] / per["hello"]["rps"]
+            }
+            per["baseline added p50 ms"] = {
+                "value": per["baseline"]["p50_ms"] - per["direct"]["p50_ms"]
+            }
         if "proxy" in per and "direct" in per:
             per["proxy added p50 ms"] = {"value": per["proxy"]["p50_ms"] - per["direct"]["p50_ms"]}
         if "nginx-proxy" in per and "direct" in per:
