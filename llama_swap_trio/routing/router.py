@@ -297,6 +297,8 @@ class Router:
         overtaken), minus two task switches and a channel hand-off per request: the fast path of a
         request to a ready model (benchmarks/RESULTS.md). Only for requests and serve-done, whose
         senders are handlers; upstream notices and swap results always go through the inbox.
+        The empty-inbox condition matters: a crash notice still in the inbox must be handled
+        before the next request (test_crashed_model_is_started_again_by_the_next_request).
         """
         if inline and self._queued == 0 and self._swaps is not None and not self._closing:
             self._handle(message)

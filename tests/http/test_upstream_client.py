@@ -322,3 +322,49 @@ async def test_large_request_body_is_sent_whole(nursery: trio.Nursery) -> None:
         )
         await read_all(response)
     assert server.requests[0].endswith(body)
+
+
+async def test_small_answer_comes_whole_with_its_end(nursery: trio.Nursery) -> None:
+    # given a keep-alive server with a small content-length answer
+    server = await start(nursery, keep_alive(OK))
+    client = client_for(server)
+    with trio.fail_after(5):
+        response = await client.request("GET", "/", [], b"")
+        # when the first chunk is read
+        chunk = await response.next_chunk()
+    # then it is the whole body, known to be the last, and the connection is already pooled
+    assert chunk == b"hello"
+    assert response.ended
+    assert client.idle_count == 1
+    assert await response.next_chunk() is None
+
+
+async def test_events_that_arrived_together_are_handed_out_as_one_chunk(
+    nursery: trio.Nursery,
+) -> None:
+    # given a chunked stream whose first three events arrive in one write, the end later
+    go_on = trio.Event()
+
+    async def bursty(server: Server, conn: Conn) -> None:
+        await conn.read_request()
+        head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        events = b"".join(b"3\r\ne%d\n\r\n" % i for i in range(3))
+        await conn.stream.send_all(head + events)
+        await go_on.wait()
+        await conn.stream.send_all(b"3\r\nend\r\n0\r\n\r\n")
+        await conn.stream.receive_some(1)
+
+    server = await start(nursery, bursty)
+    client = client_for(server)
+    with trio.fail_after(5):
+        response = await client.request("GET", "/", [], b"")
+        # when reading: the buffered events come as one chunk, the stream not yet ended
+        first = await response.next_chunk()
+        assert first == b"e0\ne1\ne2\n"
+        assert not response.ended
+        go_on.set()
+        # then the rest follows with its end
+        assert await response.next_chunk() == b"end"
+        assert response.ended
+        assert await response.next_chunk() is None
+    assert client.idle_count == 1
