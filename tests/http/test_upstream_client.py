@@ -107,9 +107,12 @@ async def read_all(response: UpstreamResponse) -> bytes:
 _open_clients: list[UpstreamClient] = []
 
 
-@pytest.fixture(autouse=True)
-async def close_clients() -> AsyncIterator[None]:
-    """Close every client a test made (its pooled sockets would warn when garbage collected)."""
+@pytest.fixture
+async def clients() -> AsyncIterator[None]:
+    """Close every client the test made (its pooled sockets would warn when garbage collected).
+
+    Requested by name: pytest-trio does not run autouse async fixtures.
+    """
     yield
     while _open_clients:
         _open_clients.pop().close()
@@ -122,7 +125,9 @@ def client_for(server: Server | str, **kwargs: float) -> UpstreamClient:
     return client
 
 
-async def test_sequential_requests_reuse_one_keep_alive_connection(nursery: trio.Nursery) -> None:
+async def test_sequential_requests_reuse_one_keep_alive_connection(
+    nursery: trio.Nursery, clients: None
+) -> None:
     # given a keep-alive server
     server = await start(nursery, keep_alive(OK))
     client = client_for(server)
@@ -136,7 +141,9 @@ async def test_sequential_requests_reuse_one_keep_alive_connection(nursery: trio
     assert client.idle_count == 1
 
 
-async def test_content_length_and_chunked_bodies_arrive_exactly(nursery: trio.Nursery) -> None:
+async def test_content_length_and_chunked_bodies_arrive_exactly(
+    nursery: trio.Nursery, clients: None
+) -> None:
     # given one server answering with content-length and one with chunked framing
     plain = await start(nursery, keep_alive(OK))
     chunked = await start(nursery, keep_alive(CHUNKED))
@@ -150,7 +157,9 @@ async def test_content_length_and_chunked_bodies_arrive_exactly(nursery: trio.Nu
         assert await read_all(b) == b"data: 1data: 2"
 
 
-async def test_request_carries_host_and_only_the_given_headers(nursery: trio.Nursery) -> None:
+async def test_request_carries_host_and_only_the_given_headers(
+    nursery: trio.Nursery, clients: None
+) -> None:
     server = await start(nursery, keep_alive(OK))
     client = client_for(f"http://127.0.0.1:{server.port}/prefix/")
     with trio.fail_after(5):
@@ -167,7 +176,9 @@ async def test_request_carries_host_and_only_the_given_headers(nursery: trio.Nur
     assert body == b"{}"
 
 
-async def test_idle_connection_closed_by_the_server_is_not_reused(nursery: trio.Nursery) -> None:
+async def test_idle_connection_closed_by_the_server_is_not_reused(
+    nursery: trio.Nursery, clients: None
+) -> None:
     # given a server that closes each connection after one answer (a keep-alive timeout)
     async def one_answer(server: Server, conn: Conn) -> None:
         await conn.read_request()
@@ -186,7 +197,7 @@ async def test_idle_connection_closed_by_the_server_is_not_reused(nursery: trio.
 
 
 async def test_connection_closed_before_any_answer_is_reported_as_retryable(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, clients: None
 ) -> None:
     # given a server that reads the request and closes without a byte (the stale keep-alive race)
     async def hang_up(server: Server, conn: Conn) -> None:
@@ -200,7 +211,7 @@ async def test_connection_closed_before_any_answer_is_reported_as_retryable(
 
 
 async def test_upstream_closing_mid_body_raises_and_drops_the_connection(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, clients: None
 ) -> None:
     # given a server that promises 100 bytes and sends 5
     async def short(server: Server, conn: Conn) -> None:
@@ -218,7 +229,9 @@ async def test_upstream_closing_mid_body_raises_and_drops_the_connection(
     assert client.idle_count == 0
 
 
-async def test_response_closed_before_its_end_is_not_pooled(nursery: trio.Nursery) -> None:
+async def test_response_closed_before_its_end_is_not_pooled(
+    nursery: trio.Nursery, clients: None
+) -> None:
     # given a chunked response of which only the head was read
     server = await start(nursery, keep_alive(CHUNKED))
     client = client_for(server)
@@ -232,7 +245,7 @@ async def test_response_closed_before_its_end_is_not_pooled(nursery: trio.Nurser
 
 
 async def test_cancel_while_waiting_for_the_head_closes_the_connection(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, clients: None
 ) -> None:
     # given a server that never answers
     async def silent(server: Server, conn: Conn) -> None:
@@ -252,7 +265,7 @@ async def test_cancel_while_waiting_for_the_head_closes_the_connection(
 
 
 async def test_cancel_mid_body_closes_the_connection_and_the_next_request_works(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, clients: None
 ) -> None:
     # given a server whose first answer stalls mid-body and later ones are complete
     async def script(server: Server, conn: Conn) -> None:
@@ -277,7 +290,9 @@ async def test_cancel_mid_body_closes_the_connection_and_the_next_request_works(
     assert server.connections == 2
 
 
-async def test_cancel_before_connecting_leaves_nothing_behind(nursery: trio.Nursery) -> None:
+async def test_cancel_before_connecting_leaves_nothing_behind(
+    nursery: trio.Nursery, clients: None
+) -> None:
     server = await start(nursery, keep_alive(OK))
     client = client_for(server)
     with trio.CancelScope() as scope:
@@ -288,7 +303,7 @@ async def test_cancel_before_connecting_leaves_nothing_behind(nursery: trio.Nurs
         assert await read_all(await client.request("GET", "/", [], b"")) == b"hello"
 
 
-async def test_expired_idle_connection_is_replaced(nursery: trio.Nursery) -> None:
+async def test_expired_idle_connection_is_replaced(nursery: trio.Nursery, clients: None) -> None:
     server = await start(nursery, keep_alive(OK))
     client = client_for(server, keepalive_expiry=0.0)
     with trio.fail_after(5):
@@ -298,7 +313,9 @@ async def test_expired_idle_connection_is_replaced(nursery: trio.Nursery) -> Non
     assert server.connections == 2
 
 
-async def test_head_response_without_body_returns_the_connection(nursery: trio.Nursery) -> None:
+async def test_head_response_without_body_returns_the_connection(
+    nursery: trio.Nursery, clients: None
+) -> None:
     server = await start(nursery, keep_alive(b"HTTP/1.1 200 OK\r\ncontent-length: 42\r\n\r\n"))
     client = client_for(server)
     with trio.fail_after(5):
@@ -306,13 +323,13 @@ async def test_head_response_without_body_returns_the_connection(nursery: trio.N
     assert client.idle_count == 1
 
 
-async def test_connection_refused_raises_connect_failed() -> None:
+async def test_connection_refused_raises_connect_failed(clients: None) -> None:
     client = client_for(f"http://127.0.0.1:{closed_port()}")
     with trio.fail_after(5), pytest.raises(ConnectFailed):
         await client.request("GET", "/", [], b"")
 
 
-async def test_large_request_body_is_sent_whole(nursery: trio.Nursery) -> None:
+async def test_large_request_body_is_sent_whole(nursery: trio.Nursery, clients: None) -> None:
     server = await start(nursery, keep_alive(OK))
     client = client_for(server)
     body = bytes(range(256)) * 4096  # 1 MiB, over the single-write size
@@ -324,7 +341,7 @@ async def test_large_request_body_is_sent_whole(nursery: trio.Nursery) -> None:
     assert server.requests[0].endswith(body)
 
 
-async def test_small_answer_comes_whole_with_its_end(nursery: trio.Nursery) -> None:
+async def test_small_answer_comes_whole_with_its_end(nursery: trio.Nursery, clients: None) -> None:
     # given a keep-alive server with a small content-length answer
     server = await start(nursery, keep_alive(OK))
     client = client_for(server)
@@ -340,7 +357,7 @@ async def test_small_answer_comes_whole_with_its_end(nursery: trio.Nursery) -> N
 
 
 async def test_events_that_arrived_together_are_handed_out_as_one_chunk(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, clients: None
 ) -> None:
     # given a chunked stream whose first three events arrive in one write, the end later
     go_on = trio.Event()
