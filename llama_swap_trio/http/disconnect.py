@@ -12,8 +12,9 @@ still gets its serve-done report) after the cancellation.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
 
 import trio
 
@@ -29,21 +30,14 @@ class ClientWatch:
         self.disconnected = False
         self._scopes: list[trio.CancelScope] = []
 
-    @contextmanager
-    def cancel_on_disconnect(self) -> Iterator[trio.CancelScope]:
+    def cancel_on_disconnect(self) -> _Guard:
         """A cancel scope that is cancelled when (or if already) the client disconnected.
 
-        Check ``scope.cancelled_caught`` afterwards to know whether the block was cut short.
+        Use as ``with watch.cancel_on_disconnect() as scope:``; check ``scope.cancelled_caught``
+        afterwards to know whether the block was cut short. (A small class rather than a
+        generator-based context manager: the relay enters one per forwarded chunk.)
         """
-        scope = trio.CancelScope()
-        if self.disconnected:
-            scope.cancel()
-        self._scopes.append(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            self.release(scope)
+        return _Guard(self)
 
     def release(self, scope: trio.CancelScope) -> None:
         """Stop cancelling ``scope`` on disconnect (its guarded phase is over). Idempotent."""
@@ -60,6 +54,29 @@ class ClientWatch:
         self.disconnected = True
         for scope in self._scopes:
             scope.cancel()
+
+
+class _Guard:
+    """The context manager of :meth:`ClientWatch.cancel_on_disconnect`."""
+
+    __slots__ = ("_scope", "_watch")
+
+    def __init__(self, watch: ClientWatch) -> None:
+        self._watch = watch
+        self._scope = trio.CancelScope()
+
+    def __enter__(self) -> trio.CancelScope:
+        scope = self._scope
+        if self._watch.disconnected:
+            scope.cancel()
+        self._watch._scopes.append(scope)
+        return scope.__enter__()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        self._watch.release(self._scope)
+        return self._scope.__exit__(kind, exc, tb)
 
 
 @asynccontextmanager

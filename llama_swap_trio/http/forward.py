@@ -1,16 +1,17 @@
 """Relaying one HTTP request to an upstream and its response back (SPEC 3.1 "Forwarding").
 
 The shape (research python-stack 2.4): a watcher task on ``receive()`` next to the relay; the
-upstream response is opened with ``client.send(stream=True)`` and passed on chunk by chunk with
-``aiter_raw`` (no decompression, no buffering). Hypercorn writes each ``http.response.body``
-message to the socket at once, so a token reaches the client as soon as the upstream sends it.
+upstream response head is awaited with the lean client of :mod:`.upstream_client` and the body is
+passed on chunk by chunk as it arrives (no decompression, no buffering). Hypercorn writes each
+``http.response.body`` message to the socket at once, so a token reaches the client as soon as the
+upstream sends it.
 
 Errors have two regimes:
 
 - **before the response head** was sent to the client, a failure is a
   :class:`~llama_swap_trio.errors.ProxyError` the caller renders: refused/reset connection 502,
-  head timeout 504. A stale pooled connection ("Server disconnected without sending a
-  response", encode/httpx#2983) is retried once, as nothing was sent yet.
+  head timeout 504. A connection that closes before any response byte (a stale pooled one,
+  encode/httpx#2983) is retried once, as nothing was sent to the client yet.
 - **after the head**, the status is on the wire; an upstream that dies mid-stream is reported in
   :attr:`ForwardResult.upstream_failed` and the client's response is left unfinished on purpose.
   When the ASGI app returns, hypercorn sees a response that never sent its last body message and
@@ -23,10 +24,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import Sequence
 
 import attrs
-import httpx
 import trio
 
 from llama_swap_trio import errors
@@ -34,6 +34,14 @@ from llama_swap_trio.config.model import ModelConfig
 from llama_swap_trio.http.asgi import Receive, Scope, Send
 from llama_swap_trio.http.disconnect import ClientWatch, watching
 from llama_swap_trio.http.pool import ClientPool
+from llama_swap_trio.http.upstream_client import (
+    BrokenResponse,
+    ClosedBeforeResponse,
+    ConnectFailed,
+    ConnectTimedOut,
+    UpstreamClient,
+    UpstreamResponse,
+)
 from llama_swap_trio.http.usage import UsageSniffer
 from llama_swap_trio.routing.api import Grant
 
@@ -64,10 +72,6 @@ _RESPONSE_DROP = HOP_BY_HOP | {b"date", b"server"}
 CLIENT_CLOSED = 499
 #: bytes of a non-2xx upstream body read to build the error event in loading-state mode
 MAX_ERROR_BODY = 64 * 1024
-#: seconds allowed to close an upstream response (closing a socket; never a network wait)
-CLOSE_TIMEOUT = 2.0
-#: transport errors that may mean a stale pooled connection; retried once before the head
-_STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 @attrs.frozen
@@ -106,7 +110,7 @@ def target_of(scope: Scope) -> str:
     return f"{path}?{query.decode('latin-1')}" if query else path
 
 
-def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+def _connection_tokens(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
     """Header names listed in ``Connection`` (hop-by-hop by declaration, RFC 9110 7.6.1)."""
     tokens: set[bytes] = set()
     for name, value in headers:
@@ -120,7 +124,7 @@ def request_headers(scope: Scope, body: bytes) -> list[tuple[bytes, bytes]]:
 
     Hop-by-hop headers are dropped; ``Authorization`` and ``x-api-key`` are kept (as llama-swap,
     #839); ``content-length`` is that of ``body`` (which may have been rewritten); the client's
-    address is appended to ``x-forwarded-for``. ``host`` is left to httpx (the upstream's).
+    address is appended to ``x-forwarded-for``. ``host`` is left to the client (the upstream's).
     """
     incoming: list[tuple[bytes, bytes]] = list(scope.get("headers", ()))
     drop = _REQUEST_DROP | _connection_tokens(incoming)
@@ -145,20 +149,27 @@ def request_headers(scope: Scope, body: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def response_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
-    """The upstream's headers as sent to the client (SSE also gets ``x-accel-buffering: no``)."""
-    raw = response.headers.raw
-    drop = _RESPONSE_DROP | _connection_tokens(raw)
-    out = [(name.lower(), value) for name, value in raw if name.lower() not in drop]
+def response_headers(response: UpstreamResponse) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers as sent to the client (SSE also gets ``x-accel-buffering: no``).
+
+    h11 has already lower-cased the names.
+    """
+    raw = response.headers
+    drop = _RESPONSE_DROP | _connection_tokens(raw) if _has_connection(raw) else _RESPONSE_DROP
+    out = [(name, value) for name, value in raw if name not in drop]
     if _is_sse(response) and not any(name == b"x-accel-buffering" for name, _ in out):
         # tells nginx and friends in front of us not to buffer the token stream (llama-swap #236)
         out.append((b"x-accel-buffering", b"no"))
     return out
 
 
-def _is_sse(response: httpx.Response) -> bool:
-    content_type: str = response.headers.get("content-type", "")
-    return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+def _has_connection(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"connection" for name, _ in headers)
+
+
+def _is_sse(response: UpstreamResponse) -> bool:
+    content_type = response.header(b"content-type") or b""
+    return content_type.split(b";", 1)[0].strip().lower() == b"text/event-stream"
 
 
 # -- forwarding ------------------------------------------------------------------------------------
@@ -257,14 +268,15 @@ async def _forward(
 ) -> ForwardResult:
     model = grant.model
     relay = _Relay(start=trio.current_time())
-    url = model.proxy.rstrip("/") + (target if target is not None else target_of(scope))
+    path = target if target is not None else target_of(scope)
     headers = request_headers(scope, body)
     method = str(scope.get("method", "GET"))
     client = await pool.client_for(grant)
     with watch.cancel_on_disconnect() as opening:
-        response = await _open(client, model, method, url, headers, body)
+        response = await _open(client, model, method, path, headers, body)
     if opening.cancelled_caught:
-        # the client left while we waited for the head; the cancelled send closed the connection
+        # the client left while we waited for the head; the cancelled request closed the
+        # connection, so the upstream sees the disconnect
         relay.disconnected = True
         return relay.result()
     try:
@@ -276,10 +288,9 @@ async def _forward(
     except _ClientGone:
         relay.disconnected = True
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-            # Closing an unfinished stream closes its connection, so the upstream sees the
-            # disconnect at once and stops generating (verified < 1 ms, research 2.4).
-            await response.aclose()
+        # Closing an unfinished response closes its connection (synchronously), so the upstream
+        # sees the disconnect at once and stops generating; a finished one goes back to the pool.
+        response.close()
     return relay.result()
 
 
@@ -287,60 +298,56 @@ class _ClientGone(Exception):
     """The client disconnected while we waited for the upstream's next chunk."""
 
 
-async def _next_chunk(chunks: AsyncIterator[bytes], watch: ClientWatch) -> bytes | None:
+async def _next_chunk(response: UpstreamResponse, watch: ClientWatch) -> bytes | None:
     """The upstream's next body chunk (None at the end), abandoned if the client leaves.
 
-    Only the wait for the upstream is cancelled on disconnect, never a send to the client: a
-    cancellation that lands inside httpx's nested body generators unwinds and finishes them all,
-    while one that lands in our loop body would leave them suspended, to be finalized (with a
-    ResourceWarning) by the garbage collector.
+    Only the wait for the upstream is cancelled on disconnect, never a send to the client.
 
     Raises:
         _ClientGone: the client disconnected.
+        BrokenResponse: the upstream broke its response off.
     """
     with watch.cancel_on_disconnect():
-        try:
-            return await chunks.__anext__()
-        except StopAsyncIteration:
-            return None
+        return await response.next_chunk()
     raise _ClientGone
 
 
 async def _open(
-    client: httpx.AsyncClient,
+    client: UpstreamClient,
     model: ModelConfig,
     method: str,
-    url: str,
+    path: str,
     headers: list[tuple[bytes, bytes]],
     body: bytes,
-) -> httpx.Response:
+) -> UpstreamResponse:
     """Send the request and wait for the response head; errors become ProxyErrors."""
     head_timeout = model.timeouts.response_header
     deadline = trio.current_time() + head_timeout if head_timeout > 0 else math.inf
     for attempt in (1, 2):
-        request = client.build_request(method, url, headers=headers, content=body)
         try:
+            if deadline == math.inf:  # no head timeout: no cancel scope (hot path)
+                return await client.request(method, path, headers, body)
             with trio.move_on_at(deadline):
-                return await client.send(request, stream=True)
+                return await client.request(method, path, headers, body)
             raise errors.gateway_timeout(
                 model.id, f"no response head from the upstream within {head_timeout:g}s"
             )
-        except _STALE as exc:
+        except ClosedBeforeResponse as exc:
             if attempt == 1:
                 log.debug("%s: retrying once after %r (stale pooled connection?)", model.id, exc)
                 continue
             raise errors.upstream_error(
                 model.id, f"the upstream closed the connection before answering ({exc})"
             ) from exc
-        except httpx.ConnectTimeout as exc:
+        except ConnectTimedOut as exc:
             raise errors.gateway_timeout(
                 model.id, f"connecting to {model.proxy} timed out ({exc})"
             ) from exc
-        except httpx.ConnectError as exc:
+        except ConnectFailed as exc:
             raise errors.upstream_error(
                 model.id, f"cannot connect to {model.proxy} ({exc or 'connection refused'})"
             ) from exc
-        except httpx.HTTPError as exc:
+        except BrokenResponse as exc:
             raise errors.upstream_error(
                 model.id, f"request to the upstream failed ({type(exc).__name__}: {exc})"
             ) from exc
@@ -348,12 +355,13 @@ async def _open(
 
 
 async def _relay(
-    send: Send, response: httpx.Response, relay: _Relay, headers_sent: bool, watch: ClientWatch
+    send: Send, response: UpstreamResponse, relay: _Relay, headers_sent: bool, watch: ClientWatch
 ) -> None:
     """Pass the response head (unless already sent) and body on as they arrive."""
     relay.sse = _is_sse(response)
     sniffer = relay.sniffer = UsageSniffer(
-        response.headers.get("content-type", ""), response.headers.get("content-encoding", "")
+        (response.header(b"content-type") or b"").decode("latin-1"),
+        (response.header(b"content-encoding") or b"").decode("latin-1"),
     )
     if not headers_sent:
         await send(
@@ -363,36 +371,48 @@ async def _relay(
                 "headers": response_headers(response),
             }
         )
-    chunks = response.aiter_raw()
-    try:
-        while (chunk := await _next_chunk(chunks, watch)) is not None:
-            if relay.first_byte is None:
-                relay.first_byte = trio.current_time()
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            sniffer.feed(chunk)  # after the send: accounting never delays a token
-    except httpx.TransportError as exc:
-        # Leave the client's response unfinished: hypercorn closes the connection when the app
-        # returns, so the client sees a truncated body rather than a complete-looking one.
-        log.warning("upstream broke off its response: %r", exc)
-        relay.upstream_failed = True
-        return
+    final = b""
+    # One disconnect guard for the whole body (a cancel scope per chunk cost more than the rest
+    # of the relay loop). A client that leaves cancels the wait for the upstream or a send to
+    # it; the last send is outside the guard: hypercorn reports http.disconnect as the normal
+    # end of every exchange, and that must not cancel its own bookkeeping of the response.
+    with watch.cancel_on_disconnect() as guard:
+        try:
+            while (chunk := await response.next_chunk()) is not None:
+                if relay.first_byte is None:
+                    relay.first_byte = trio.current_time()
+                if response.ended:
+                    # The end of the body came with this chunk (a small answer usually arrives
+                    # whole): send it as the last message, one write less.
+                    final = chunk
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sniffer.feed(chunk)  # after the send: accounting never delays a token
+        except BrokenResponse as exc:
+            # Leave the client's response unfinished: hypercorn closes the connection when the
+            # app returns, so the client sees a truncated body rather than a complete-looking one.
+            log.warning("upstream broke off its response: %s", exc)
+            relay.upstream_failed = True
+            return
+    if guard.cancelled_caught:
+        raise _ClientGone
     if relay.first_byte is None:
         relay.first_byte = trio.current_time()
     relay.complete = True
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await send({"type": "http.response.body", "body": final, "more_body": False})
+    sniffer.feed(final)
 
 
 async def _send_error_events(
-    send: Send, model: ModelConfig, response: httpx.Response, relay: _Relay, watch: ClientWatch
+    send: Send, model: ModelConfig, response: UpstreamResponse, relay: _Relay, watch: ClientWatch
 ) -> None:
     """Loading-state mode: the 200 head is out; report a non-2xx upstream answer as SSE events."""
     text = bytearray()
-    chunks = response.aiter_raw()
     try:
-        # read to the end (so httpx's generators finish), keeping the first MAX_ERROR_BODY bytes
-        while (chunk := await _next_chunk(chunks, watch)) is not None:
+        # read to the end (so the connection can be reused), keeping the first MAX_ERROR_BODY
+        while (chunk := await _next_chunk(response, watch)) is not None:
             text += chunk[: max(0, MAX_ERROR_BODY - len(text))]
-    except httpx.TransportError:
+    except BrokenResponse:
         pass  # report what arrived
     error = _error_object(model, response.status_code, bytes(text))
     relay.first_byte = trio.current_time()

@@ -106,6 +106,15 @@ class UsageSniffer:
     # -- SSE -------------------------------------------------------------------------------------
 
     def _feed_sse(self, chunk: bytes) -> None:
+        if not self._buffer and not self._skipping and _no_key(chunk):
+            # Fast path (nearly every token chunk, and bulk streams): no complete line in this
+            # chunk can hold usage, so only keep its unfinished last line, if any, for the next.
+            tail = chunk[chunk.rfind(b"\n") + 1 :]
+            if len(tail) > MAX_SSE_LINE:
+                self._skipping = True
+            elif tail:
+                self._buffer += tail
+            return
         start = 0
         while True:
             end = chunk.find(b"\n", start)
@@ -148,6 +157,9 @@ class UsageSniffer:
     # -- JSON ------------------------------------------------------------------------------------
 
     def _json_body(self, body: bytes) -> None:
+        # The cheap test first: a body that mentions neither key has nothing to parse for.
+        if b'"usage"' not in body and b'"timings"' not in body:
+            return
         try:
             value = json.loads(body)
         except ValueError:
@@ -197,6 +209,10 @@ class UsageSniffer:
             self._completion = completion
         if tps is not None:
             self._tps = tps
+
+
+def _no_key(data: bytes) -> bool:
+    return b'"usage"' not in data and b'"timings"' not in data
 
 
 def _nested(value: dict[str, Any], outer: str, inner: str) -> object:

@@ -191,6 +191,8 @@ class Router:
         self._swaps: trio.Nursery | None = None
         self._closing = False
         self._refusal: Callable[[], ProxyError] = errors.shutting_down
+        #: messages posted and not yet taken by the router task (see ``_post``)
+        self._queued = 0
 
     # ------------------------------------------------------------ public API
 
@@ -201,6 +203,7 @@ class Router:
                 self._swaps = swaps
                 task_status.started()
                 async for message in self._inbox_recv:
+                    self._queued -= 1
                     self._handle(message)
         finally:
             self._closing = True
@@ -277,7 +280,8 @@ class Router:
         rid = next(self._rids)
         send, recv = trio.open_memory_channel[Reply](1)
         with recv:  # closed on the way out: a late grant fails and is released by the router
-            if not self._post(_NewRequest(rid, model_id, send, on_progress, require_ready)):
+            request = _NewRequest(rid, model_id, send, on_progress, require_ready)
+            if not self._post(request, inline=True):
                 raise self._refusal()
             try:
                 reply = await recv.receive()
@@ -291,13 +295,28 @@ class Router:
         try:
             yield reply
         finally:
-            self._post(_ServeDone(rid))
+            self._post(_ServeDone(rid), inline=True)
 
-    def _post(self, message: _Message) -> bool:
+    def _post(self, message: _Message, *, inline: bool = False) -> bool:
+        """Hand ``message`` to the router task.
+
+        ``inline``: when nothing is waiting in the inbox, handle the message right here in the
+        caller's task instead. That is exactly what the router task would do next (``_handle`` is
+        synchronous, so nothing can interleave, and with an empty inbox no earlier message can be
+        overtaken), minus two task switches and a channel hand-off per request: the fast path of a
+        request to a ready model (benchmarks/RESULTS.md). Only for requests and serve-done, whose
+        senders are handlers; upstream notices and swap results always go through the inbox.
+        The empty-inbox condition matters: a crash notice still in the inbox must be handled
+        before the next request (test_crashed_model_is_started_again_by_the_next_request).
+        """
+        if inline and self._queued == 0 and self._swaps is not None and not self._closing:
+            self._handle(message)
+            return True
         try:
             self._inbox_send.send_nowait(message)
         except _GONE:
             return False  # the router task is gone: nothing is counted any more
+        self._queued += 1
         return True
 
     # ------------------------------------------------------------ router task

@@ -127,3 +127,22 @@ def test_malformed_data_never_raises() -> None:
     sniffer.feed(b'data: {"usage": not json\n\ndata: {"usage": {"prompt_tokens": true}}\n\n')
     sniffer.feed(b'data: {"usage": {"prompt_tokens": -3, "completion_tokens": "x"}}\n\n')
     assert sniffer.result() == Usage()
+
+
+def test_sse_usage_whose_line_starts_in_a_chunk_without_the_key_is_found() -> None:
+    # given a stream whose usage line begins in a chunk that holds no "usage" key yet
+    sniffer = UsageSniffer("text/event-stream")
+    sniffer.feed(b'data: {"choices":[]}\n\ndata: {"choices":[],"us')
+    sniffer.feed(b'age":{"prompt_tokens":4,"completion_tokens":2}}\n\ndata: [DONE]\n\n')
+    # then the key split over the two chunks is still read
+    usage = sniffer.result()
+    assert (usage.prompt_tokens, usage.completion_tokens) == (4, 2)
+
+
+def test_sse_chunks_without_usage_leave_no_line_behind() -> None:
+    # given many complete token events without usage, then one with it
+    sniffer = UsageSniffer("text/event-stream")
+    for _ in range(100):
+        sniffer.feed(b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n')
+    sniffer.feed(b'data: {"usage":{"prompt_tokens":1,"completion_tokens":100}}\n\n')
+    assert sniffer.result().completion_tokens == 100

@@ -1,0 +1,348 @@
+"""A lean HTTP/1.1 client for the forwarding hot path: one keep-alive pool per upstream process.
+
+Why not httpx here: measured on the 2-core machine (benchmarks/RESULTS.md), forwarding through
+``httpx.AsyncClient`` cost about 3.5 ms of CPU per small request, most of it in httpx's request
+building and httpcore's pool bookkeeping (encode/httpx#3215), and relayed a bulk stream at about
+50 MB/s. The forwarder needs much less than a general client: one host, HTTP/1.1, no redirects,
+cookies, proxies, decompression or default headers. This module is that much and no more: h11 for
+the protocol, trio streams for the sockets, a LIFO list of idle connections. httpx stays in use
+for everything else (health probes over https, the watch client, tests).
+
+Rules that make it safe:
+
+- A connection goes back to the pool only when h11 says both sides finished the exchange cleanly
+  (``DONE``/``DONE``, then ``start_next_cycle``). Anything else (an error, a cancellation at any
+  checkpoint, a response closed before its end) closes the socket. Closing is synchronous, so no
+  ``finally`` here awaits and cancellation can never leave a half-used connection in the pool.
+- An idle connection is checked before reuse: past ``keepalive_expiry`` or readable (the server
+  closed it, or sent something unasked) it is discarded.
+- A request whose connection closes before a single response byte arrived raises
+  :class:`ClosedBeforeResponse`; the forwarder retries that once (a stale keep-alive connection,
+  encode/httpx#2983). Nothing of the response was seen, so nothing was relayed.
+"""
+
+from __future__ import annotations
+
+import select
+import ssl
+import urllib.parse
+from collections.abc import Sequence
+
+import h11
+import trio
+
+#: bytes asked of the socket per read; large reads keep a bulk relay cheap per byte
+READ_SIZE = 256 * 1024
+#: idle pooled connections kept per upstream process
+MAX_IDLE = 32
+#: seconds an idle connection is kept; below cpp-httplib's (llama-server) 5 s keep-alive timeout
+KEEPALIVE_EXPIRY = 4.0
+#: request bodies up to this size are joined with the head into one write
+SMALL_BODY = 64 * 1024
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+
+class UpstreamError(Exception):
+    """The exchange with the upstream failed."""
+
+
+class ConnectFailed(UpstreamError):
+    """The TCP (or TLS) connection could not be opened (refused, unreachable, TLS error)."""
+
+
+class ConnectTimedOut(UpstreamError):
+    """The connection was not open within the connect timeout."""
+
+
+class ClosedBeforeResponse(UpstreamError):
+    """The connection broke before any byte of a response arrived (safe to retry once)."""
+
+
+class BrokenResponse(UpstreamError):
+    """The upstream broke the protocol or the connection after its response began."""
+
+
+class _Connection:
+    """One socket with its h11 state machine."""
+
+    __slots__ = ("got_bytes", "h11", "idle_since", "sock", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
+        self.stream = stream
+        self.sock = sock
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
+        self.idle_since = 0.0
+        #: any byte received since the current request was sent (see ClosedBeforeResponse)
+        self.got_bytes = False
+
+    def close(self) -> None:
+        """Close the socket at once (synchronous: safe in any ``finally``, never awaits)."""
+        self.sock.close()
+
+    def looks_reusable(self, now: float, expiry: float) -> bool:
+        if now - self.idle_since > expiry or self.sock.fileno() < 0:
+            return False
+        # Readable while idle means EOF (the server closed it) or data nobody asked for.
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return not readable
+
+    async def next_event(self) -> h11.Event | type[h11.PAUSED]:
+        conn = self.h11
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            data = bytes(await self.stream.receive_some(READ_SIZE))  # already bytes: no copy
+            if data:
+                self.got_bytes = True
+            conn.receive_data(data)
+
+
+class UpstreamResponse:
+    """A response whose head arrived; read the body with :meth:`next_chunk`, then :meth:`close`.
+
+    Attributes:
+        status_code: the status.
+        headers: the header list as received (names lower-cased by h11, values untouched).
+    """
+
+    __slots__ = ("_client", "_conn", "_done", "headers", "status_code")
+
+    def __init__(
+        self, client: UpstreamClient, conn: _Connection, status: int, headers: Headers
+    ) -> None:
+        self._client = client
+        self._conn: _Connection | None = conn
+        self._done = False
+        self.status_code = status
+        self.headers = headers
+
+    @property
+    def ended(self) -> bool:
+        """The whole body has been handed out (so the last chunk returned was the last one)."""
+        return self._done
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    async def next_chunk(self) -> bytes | None:
+        """The body bytes that have arrived (waiting for some if none has); None at its end.
+
+        Everything already received is handed out at once: several SSE events that arrived
+        together become one chunk, so a busy proxy writes (and pays for) fewer, larger messages
+        instead of falling behind. Nothing is ever held back waiting for more.
+
+        After a chunk, :attr:`ended` tells whether the body is complete (its end was among the
+        bytes received): the caller can send that chunk as the last one, saving a write.
+
+        Raises:
+            BrokenResponse: the connection broke or the upstream broke the protocol mid-body.
+        """
+        conn = self._conn
+        if conn is None:
+            return None
+        try:
+            while True:
+                event = await conn.next_event()
+                if type(event) is h11.Data:
+                    if event.data:
+                        return self._gather(conn, bytes(event.data))
+                elif type(event) is h11.EndOfMessage:
+                    self._end()
+                    return None
+                else:
+                    raise BrokenResponse(f"unexpected {event!r} in a response body")
+        except (h11.RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
+            self.close()
+            raise BrokenResponse(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            self.close()  # cancelled mid-read: the connection's state is unknown
+            raise
+
+    def _gather(self, conn: _Connection, first: bytes) -> bytes:
+        """``first`` plus every body byte already buffered; notes the end if it is there (no I/O).
+
+        A protocol error found here is left for the next read to report (h11 raises it again),
+        so the bytes in hand are still relayed.
+        """
+        pieces = [first]
+        try:
+            while True:
+                event = conn.h11.next_event()
+                if type(event) is h11.Data:
+                    pieces.append(bytes(event.data))
+                    continue
+                if type(event) is h11.EndOfMessage:
+                    self._end()
+                break
+        except h11.RemoteProtocolError:
+            pass
+        return first if len(pieces) == 1 else b"".join(pieces)
+
+    def _end(self) -> None:
+        self._done = True
+        self.close()
+
+    def close(self) -> None:
+        """Release the connection: pooled after a complete body, else closed. Idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._client._release(conn, reusable=self._done)
+
+
+class UpstreamClient:
+    """Keep-alive connections to one upstream process (``http`` or ``https`` base URL).
+
+    Args:
+        base_url: the model's ``proxy`` URL; its path, if any, prefixes every request target.
+        connect_timeout: seconds to open a connection; None for no limit.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float | None,
+        max_idle: int = MAX_IDLE,
+        keepalive_expiry: float = KEEPALIVE_EXPIRY,
+    ) -> None:
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.tls else 80)
+        self.prefix = parts.path.rstrip("/")
+        default = 443 if self.tls else 80
+        name = f"[{self.host}]" if ":" in self.host else self.host
+        self.host_header = (name if self.port == default else f"{name}:{self.port}").encode()
+        self.connect_timeout = connect_timeout
+        self.max_idle = max_idle
+        self.keepalive_expiry = keepalive_expiry
+        self.is_closed = False
+        self._idle: list[_Connection] = []
+        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self.tls else None
+
+    @property
+    def idle_count(self) -> int:
+        """Idle pooled connections (for tests and diagnostics)."""
+        return len(self._idle)
+
+    async def request(
+        self, method: str, target: str, headers: Headers, body: bytes
+    ) -> UpstreamResponse:
+        """Send a request (``target``: path and query) and wait for the response head.
+
+        ``headers`` go out as given, after ``host``; set ``content-length`` for a body.
+
+        Raises:
+            ConnectFailed, ConnectTimedOut: no connection.
+            ClosedBeforeResponse: the connection broke before any response byte.
+            BrokenResponse: a malformed response head.
+        """
+        if self.is_closed:
+            raise RuntimeError("UpstreamClient is closed")
+        conn = self._reuse() or await self._connect()
+        conn.got_bytes = False
+        try:
+            # _parsed=True skips h11's per-header regex validation: every name and value came
+            # through hypercorn's own h11 parser (the client's request) or is ours (host,
+            # content-length, x-forwarded-for). h11 still frames the body and tracks the state.
+            request = h11.Request(
+                method=method.encode("latin-1"),
+                target=(self.prefix + target).encode("latin-1"),
+                headers=[(b"host", self.host_header), *headers],
+                _parsed=True,
+            )
+            head = conn.h11.send(request) or b""
+            framed = conn.h11.send(h11.Data(data=body)) or b"" if body else b""
+            end = conn.h11.send(h11.EndOfMessage()) or b""
+            try:
+                if len(framed) <= SMALL_BODY:
+                    await conn.stream.send_all(head + framed + end)  # one write, one segment
+                else:  # a large upload: no copy of the body just to join it with the head
+                    await conn.stream.send_all(head)
+                    await conn.stream.send_all(framed)
+                    if end:
+                        await conn.stream.send_all(end)
+            except (trio.BrokenResourceError, OSError) as exc:
+                raise ClosedBeforeResponse(f"sending the request failed: {exc}") from exc
+            return await self._read_head(conn)
+        except BaseException:
+            conn.close()
+            raise
+
+    async def _read_head(self, conn: _Connection) -> UpstreamResponse:
+        while True:
+            try:
+                event = await conn.next_event()
+            except (h11.RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
+                if not conn.got_bytes:
+                    raise ClosedBeforeResponse(str(exc) or type(exc).__name__) from exc
+                raise BrokenResponse(str(exc) or type(exc).__name__) from exc
+            if type(event) is h11.Response:
+                return UpstreamResponse(self, conn, event.status_code, event.headers.raw_items())
+            if type(event) is h11.InformationalResponse:
+                continue  # 100 Continue and friends: the real head follows
+            if type(event) is h11.ConnectionClosed:
+                raise ClosedBeforeResponse("the upstream closed the connection")
+            raise BrokenResponse(f"unexpected {event!r} before the response head")
+
+    def _reuse(self) -> _Connection | None:
+        now = trio.current_time()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.looks_reusable(now, self.keepalive_expiry):
+                return conn
+            conn.close()
+        return None
+
+    async def _connect(self) -> _Connection:
+        try:
+            with trio.fail_after(self.connect_timeout or float("inf")):
+                stream: trio.abc.Stream = await trio.open_tcp_stream(self.host, self.port)
+                sock = stream.socket  # type: ignore[attr-defined]
+                if self._ssl is not None:
+                    tls = trio.SSLStream(
+                        stream, self._ssl, server_hostname=self.host, https_compatible=True
+                    )
+                    try:
+                        await tls.do_handshake()
+                    except BaseException:
+                        sock.close()
+                        raise
+                    stream = tls
+        except trio.TooSlowError:
+            raise ConnectTimedOut(
+                f"no connection to {self.host}:{self.port} within {self.connect_timeout:g}s"
+            ) from None
+        except (OSError, trio.BrokenResourceError) as exc:
+            raise ConnectFailed(str(exc) or type(exc).__name__) from exc
+        return _Connection(stream, sock)
+
+    def _release(self, conn: _Connection, *, reusable: bool) -> None:
+        h = conn.h11
+        if (
+            reusable
+            and not self.is_closed
+            and h.our_state is h11.DONE
+            and h.their_state is h11.DONE
+            and len(self._idle) < self.max_idle
+        ):
+            h.start_next_cycle()
+            conn.idle_since = trio.current_time()
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        """Close every idle connection; responses still being read close theirs when done."""
+        self.is_closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
