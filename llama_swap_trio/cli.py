@@ -9,6 +9,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llama_swap_trio.config.model import Config
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -82,15 +86,23 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check(config_path: str) -> int:
+def _load(config_path: str) -> Config | None:
+    """The config at ``config_path``, or None after printing its problems (one a line)."""
     from llama_swap_trio.config import ConfigError, load_config
-    from llama_swap_trio.config.describe import describe_config
 
     try:
-        config = load_config(config_path)
+        return load_config(config_path)
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
+        return None
+
+
+def _check(config_path: str) -> int:
+    from llama_swap_trio.config.describe import describe_config
+
+    config = _load(config_path)
+    if config is None:
         return EXIT_USAGE
     for line in describe_config(config):
         print(line)
@@ -98,7 +110,6 @@ def _check(config_path: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from llama_swap_trio.config import ConfigError, load_config
     from llama_swap_trio.daemon import DaemonError, parse_listen, run
 
     try:
@@ -106,12 +117,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"--listen: {error}", file=sys.stderr)
         return EXIT_USAGE
-    config_path = args.config or _default_config()
-    try:
-        config = load_config(config_path)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
+    config = _load(args.config or _default_config())
+    if config is None:
         return EXIT_USAGE
     try:
         run(config, host, port, log_level=args.log_level, watch_config=args.watch_config)
