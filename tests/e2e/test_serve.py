@@ -7,6 +7,7 @@ import signal
 from contextlib import aclosing
 
 import httpx
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
@@ -233,8 +234,9 @@ async def test_loading_state_streams_progress_before_the_models_answer(
     assert "loading" not in kinds[kinds.index("model") :]
 
 
-async def test_sigterm_with_running_models_and_an_open_stream_exits_0_leaving_nothing(
-    start_daemon: StartDaemon,
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_ctrl_c_or_sigterm_with_running_models_and_an_open_stream_exits_0_leaving_nothing(
+    start_daemon: StartDaemon, signum: signal.Signals
 ) -> None:
     daemon = await start_daemon(
         two_models("--tokens", "20", "--token-interval", "0.1")
@@ -248,6 +250,6 @@ async def test_sigterm_with_running_models_and_an_open_stream_exits_0_leaving_no
         assert len(groups) >= 2
         async with client.stream("POST", "/v1/chat/completions", json=chat("a", stream=True)) as r:
             await first_data_line(r)
-            daemon.signal(signal.SIGTERM)
+            daemon.signal(signum)
     assert await daemon.wait_exit() == 0
     assert not daemon.live_upstream_groups()
