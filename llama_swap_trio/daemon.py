@@ -32,7 +32,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from functools import partial
 from typing import Any, cast
 
@@ -45,6 +45,7 @@ from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.feed.logs import FeedLogHandler, Redactor
 from llama_swap_trio.generation import Dispatcher, Generation, Shared
 from llama_swap_trio.http import hypercorn_patch
+from llama_swap_trio.http.asgi import ASGIApp
 from llama_swap_trio.logbuffer import LogBuffer
 from llama_swap_trio.reload import Reloader, watch_config_file
 from llama_swap_trio.upstream.guard import GuardError, open_process_guard, state_file_path
@@ -53,11 +54,6 @@ log = logging.getLogger("llama_swap_trio")
 
 #: how long in-flight responses may run on after a shutdown signal (SPEC section 1)
 GRACEFUL_SECONDS = 5.0
-
-ASGIApp = Callable[
-    [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
-    Awaitable[None],
-]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}
 

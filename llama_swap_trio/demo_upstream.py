@@ -30,7 +30,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -38,12 +38,9 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-log = logging.getLogger(__name__)
+from llama_swap_trio.http.asgi import Receive, Scope, Send, answer_lifespan
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 MAX_BODY = 10 * 1024 * 1024
 EMBEDDING_DIMENSIONS = 16
@@ -235,7 +232,7 @@ class DemoApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             # Returning early on lifespan crashes hypercorn-trio at startup (research 1.1).
-            await _lifespan(receive, send)
+            await answer_lifespan(receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
         else:  # websockets: not ours; closing before accept answers 403
@@ -478,16 +475,6 @@ async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> No
 
 
 # ------------------------------------------------------------------------------ small helpers
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def _require(method: str, *allowed: str) -> None:

@@ -41,8 +41,8 @@ from llama_swap_trio import errors
 from llama_swap_trio.config.model import Config
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.feed.logs import Redactor, upstream_log_event
-from llama_swap_trio.http.app import ASGIApp, create_app
-from llama_swap_trio.http.asgi import Receive, Scope, Send
+from llama_swap_trio.http.app import create_app
+from llama_swap_trio.http.asgi import ASGIApp, Receive, Scope, Send
 from llama_swap_trio.http.events import snapshot_message
 from llama_swap_trio.http.logs import STREAM_PREFIX
 from llama_swap_trio.http.pool import ClientPool

@@ -32,7 +32,7 @@ from llama_swap_trio import errors
 from llama_swap_trio.config.model import Config, ModelConfig
 from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.feed.bus import EventBus
-from llama_swap_trio.http.asgi import Receive, Scope, Send
+from llama_swap_trio.http.asgi import ASGIApp, Receive, Scope, Send, answer_lifespan
 from llama_swap_trio.http.auth import is_authorized
 from llama_swap_trio.http.debug import DEBUG_PATH, debug_enabled, debug_state
 from llama_swap_trio.http.disconnect import ClientWatch, watching
@@ -66,7 +66,6 @@ from llama_swap_trio.upstream.api import UpstreamState
 
 log = logging.getLogger(__name__)
 
-ASGIApp = Callable[["Scope", "Receive", "Send"], Awaitable[None]]
 Handler = Callable[["Scope", "Receive", "Send"], Awaitable[None]]
 
 #: SPEC 3.1: POST endpoints whose model is in the body (JSON or a form)
@@ -192,7 +191,7 @@ class App:
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
-            await _lifespan(receive, send)
+            await answer_lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
@@ -502,17 +501,6 @@ class App:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    """Answer startup and shutdown (hypercorn-trio crashes on an app that ignores lifespan)."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def _preflight(scope: Scope, send: Send) -> None:

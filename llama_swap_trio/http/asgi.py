@@ -14,5 +14,17 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-__all__ = ["Message", "Receive", "Scope", "Send"]
+__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "answer_lifespan"]
+
+
+async def answer_lifespan(receive: Receive, send: Send) -> None:
+    """Answer startup and shutdown (hypercorn-trio crashes on an app that ignores lifespan)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
