@@ -9,7 +9,8 @@
     ├── generations nursery   one Generation per configuration (generation.py): its Upstreams,
     │                         router, connection pool and preload; a reload starts the next one,
     │                         switches to it and retires the old one (reload.py)
-    └── hypercorn serve       the Dispatcher: every new request goes to the current generation's
+    └── HTTP server           http/server.py (plain requests; hypercorn for the rest) serves the
+                              Dispatcher: every new request goes to the current generation's
                               app; handlers reach the router through memory channels
 
 The listen address, the process guard, the event bus and the log buffers live as long as the
@@ -34,17 +35,15 @@ import signal
 import sys
 from collections.abc import Callable
 from functools import partial
-from typing import Any, cast
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from llama_swap_trio.config.model import Config
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.feed.logs import FeedLogHandler, Redactor
 from llama_swap_trio.generation import Dispatcher, Generation, Shared
-from llama_swap_trio.http import hypercorn_patch
+from llama_swap_trio.http import server
 from llama_swap_trio.http.asgi import ASGIApp
 from llama_swap_trio.logbuffer import LogBuffer
 from llama_swap_trio.reload import Reloader, watch_config_file
@@ -132,11 +131,10 @@ async def _watch_signals(
                 on_second()
 
 
-def _hypercorn_config(host: str, port: int) -> HypercornConfig:
-    hypercorn_patch.install()  # closed client connections must not linger (see the module)
+def _hypercorn_config() -> HypercornConfig:
+    """Settings of the HTTP server: the front door's (keep-alive, drain) and hypercorn's, which
+    serves every connection the front door hands over (websockets, unusual requests)."""
     hc = HypercornConfig()
-    bracketed = f"[{host}]" if ":" in host else host
-    hc.bind = [f"{bracketed}:{port}"]
     hc.graceful_timeout = GRACEFUL_SECONDS
     hc.keep_alive_timeout = 75.0
     hc.backlog = 1024
@@ -154,19 +152,26 @@ def _hypercorn_config(host: str, port: int) -> HypercornConfig:
 
 async def _serve_http(
     app: ASGIApp,
-    hc: HypercornConfig,
+    address: tuple[str, int],
     graceful: trio.Event,
     forced: trio.CancelScope,
     done: trio.Event,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """hypercorn's serve; returns after ``graceful`` once in-flight responses are done (or cut at
-    the graceful timeout), at once when ``forced`` is cancelled. Started with the bound URLs."""
+    """The HTTP server (http/server.py); returns after ``graceful`` once in-flight responses are
+    done (or cut at the graceful timeout), at once when ``forced`` is cancelled. Started with the
+    bound URLs."""
+    host, port = address
     try:
         with forced:
-            await hypercorn_serve(
-                cast(Any, app), hc, shutdown_trigger=graceful.wait, task_status=task_status
+            await server.serve(
+                app,
+                _hypercorn_config(),
+                host,
+                port,
+                shutdown_trigger=graceful.wait,
+                task_status=task_status,
             )
     finally:
         done.set()
@@ -232,7 +237,7 @@ async def serve(
                     urls = await root.start(
                         _serve_http,
                         dispatcher,
-                        _hypercorn_config(host, port),
+                        (host, port),
                         graceful,
                         forced,
                         served,

@@ -104,7 +104,7 @@ class UpstreamResponse:
 
     Attributes:
         status_code: the status.
-        headers: the header list as received (names lower-cased by h11, values untouched).
+        headers: the header list as received, names lower-cased, values untouched.
     """
 
     __slots__ = ("_client", "_conn", "_done", "headers", "status_code")
@@ -286,7 +286,8 @@ class UpstreamClient:
                     raise ClosedBeforeResponse(str(exc) or type(exc).__name__) from exc
                 raise BrokenResponse(str(exc) or type(exc).__name__) from exc
             if type(event) is h11.Response:
-                return UpstreamResponse(self, conn, event.status_code, event.headers.raw_items())
+                # iterating h11's headers gives lower-cased names (raw_items() keeps the case)
+                return UpstreamResponse(self, conn, event.status_code, list(event.headers))
             if type(event) is h11.InformationalResponse:
                 continue  # 100 Continue and friends: the real head follows
             if type(event) is h11.ConnectionClosed:

@@ -1,0 +1,527 @@
+"""The front door: a lean HTTP/1.1 server for plain requests, hypercorn for everything else.
+
+Why: measured on the 2-core machine (benchmarks/RESULTS.md), hypercorn's HTTP/1.1 path alone, with
+an app that only says hello, cost 0.65-1.0 ms of CPU per request and ~150 us per streamed event
+(an ASGI message, a lock, a shielded cancel scope, h11 framing, then the write), which is above
+the proxy's whole budget (0.6 ms per request, 60 us per event). The requests a model-swapping
+proxy lives on are plain: HTTP/1.1, a ``Content-Length`` body or none, a JSON or SSE answer.
+
+So each accepted connection starts here. While its request heads are plain (:mod:`.wire` decides)
+they are served by :class:`_Exchange`, a small ASGI server: the same app, the same scope hypercorn
+builds, the same ``http.disconnect`` rules. The first head that is not plain (a websocket upgrade,
+a chunked upload, ``Expect``, HTTP/1.0, anything malformed) hands the connection, with every byte
+already read, to hypercorn's own connection handler for the rest of its life. Nothing is refused
+here: refusing stays hypercorn's (h11's) job, so the edge cases keep their tested answers.
+
+Semantics kept from hypercorn, which the app relies on:
+
+- ``send()`` never raises because the client went away; the disconnect shows as
+  ``http.disconnect`` from ``receive()`` once the body has been read, and after the response
+  is complete.
+- An app that returns before finishing its response leaves it truncated and the connection is
+  closed (the client sees an incomplete body, never a complete-looking one); one that returns
+  without starting a response gets a 500.
+- A ``date`` header on every response, no ``server`` header.
+
+Writes: a response with a ``Content-Length`` goes out with its head and first body bytes in one
+write; one without is chunked, its head written at once (a stream's client sees the status before
+the first token). A write the app's cancellation interrupts leaves the connection closed, since
+its framing can no longer be trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from http import HTTPStatus
+from typing import Any, cast
+from urllib.parse import unquote
+from wsgiref.handlers import format_date_time
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
+
+from llama_swap_trio.http import hypercorn_patch
+from llama_swap_trio.http.asgi import ASGIApp, Message
+from llama_swap_trio.http.wire import MAX_HEAD, RequestHead, parse_request_head
+
+log = logging.getLogger(__name__)
+
+#: bytes asked of the socket per read
+READ_SIZE = 64 * 1024
+#: an unread request body up to this size is skipped to keep the connection; a larger one closes it
+MAX_DRAIN = 64 * 1024
+#: bytes of a pipelined next request read while a response is being sent
+MAX_PIPELINED = MAX_HEAD
+#: seconds a closing connection waits for the client's own close (see ``_Connection.linger``)
+LINGER_SECONDS = 2.0
+
+_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+_DISCONNECT: Message = {"type": "http.disconnect"}
+_NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class FrontDoor:
+    """Shared state of every connection: the app, hypercorn's handler for the hand-offs, closing.
+
+    Args:
+        app: the ASGI app served both here and by hypercorn.
+        hypercorn_config: hypercorn's settings (its keep-alive timeout is used here too).
+    """
+
+    def __init__(self, app: ASGIApp, hypercorn_config: HypercornConfig) -> None:
+        hypercorn_patch.install()  # closed client connections must not linger (see the module)
+        self.app = app
+        self.config = hypercorn_config
+        self.keep_alive_timeout = hypercorn_config.keep_alive_timeout
+        self.context = WorkerContext(None)
+        self._hypercorn_app = wrap_app(cast(Any, app), hypercorn_config.wsgi_max_body_size, "asgi")
+        self.closing = False
+        #: cancel scopes of connections waiting for their next request, cancelled when closing
+        self.idle: set[trio.CancelScope] = set()
+        self._date = b""
+        self._date_second = -1
+
+    def date(self) -> bytes:
+        """The ``date`` header value, formatted once per second."""
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = format_date_time(now).encode("ascii")
+        return self._date
+
+    async def begin_closing(self) -> None:
+        """Close idle connections now and every other one after its current response."""
+        self.closing = True
+        for scope in self.idle:
+            scope.cancel()
+        await self.context.terminated.set()  # hypercorn's connections do the same
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one accepted connection until it closes (the listener's handler)."""
+        connection = _Connection(self, stream)
+        try:
+            prefix = await connection.serve()
+            if prefix is None:
+                await connection.linger()
+            else:
+                handed = _PrefixedStream(stream, prefix)
+                await TCPServer(
+                    self._hypercorn_app,
+                    self.config,
+                    self.context,
+                    ConnectionState({}),
+                    cast(Any, handed),
+                )
+        except Exception:  # never let one connection take the listener down
+            log.exception("error serving a connection")
+        finally:
+            stream.socket.close()  # synchronous: nothing here may leak a descriptor
+
+
+class _Connection:
+    """One client connection while it is served here."""
+
+    __slots__ = ("buffer", "client", "door", "open", "server", "stream")
+
+    def __init__(self, door: FrontDoor, stream: trio.SocketStream) -> None:
+        self.door = door
+        self.stream = stream
+        self.buffer = bytearray()
+        self.open = True
+        try:
+            self.client: tuple[str, int] | None = stream.socket.getpeername()[:2]
+            self.server: tuple[str, int] | None = stream.socket.getsockname()[:2]
+        except OSError:  # already reset by the peer
+            self.open = False
+            self.client = self.server = None
+
+    async def receive(self) -> bytes:
+        """The next bytes from the client; b"" when it closed or broke the connection."""
+        try:
+            return await self.stream.receive_some(READ_SIZE)
+        except _NETWORK_ERRORS:
+            return b""
+
+    async def serve(self) -> bytes | None:
+        """Serve plain requests until the connection ends (None) or one is not plain: then the
+        bytes read so far, for hypercorn."""
+        door = self.door
+        buffer = self.buffer
+        while self.open:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > MAX_HEAD:
+                    return bytes(buffer)
+                if not await self._read_more(idle=not buffer):
+                    return None
+                continue
+            head = parse_request_head(bytes(buffer[:end]))
+            if head is None:
+                return bytes(buffer)
+            del buffer[: end + 4]
+            exchange = _Exchange(self, head)
+            await exchange.run()
+            if not exchange.keep_alive or door.closing:
+                return None
+        return None
+
+    async def _read_more(self, *, idle: bool) -> bool:
+        """Read into the buffer; False when the client closed or the wait timed out.
+
+        Waiting for a new request (``idle``) is bounded by the keep-alive timeout and ends at once
+        when the server starts closing.
+        """
+        door = self.door
+        if idle and door.closing:
+            return False
+        with trio.CancelScope(deadline=trio.current_time() + door.keep_alive_timeout) as waiting:
+            door.idle.add(waiting)
+            try:
+                data = await self.receive()
+            finally:
+                door.idle.discard(waiting)
+        if waiting.cancelled_caught or not data:
+            return False
+        self.buffer += data
+        return True
+
+    async def linger(self) -> None:
+        """Before closing: send our FIN, then read (and drop) until the client's, briefly.
+
+        Closing a socket with unread input (a pipelined request, a body the app refused to read)
+        makes the kernel send RST, and an RST can destroy the response the client has not read
+        yet. So, like nginx's lingering close, wait a little for the client to close first.
+        """
+        if not self.open:
+            return
+        with trio.move_on_after(LINGER_SECONDS):
+            try:
+                await self.stream.send_eof()
+            except _NETWORK_ERRORS:
+                return
+            while await self.receive():
+                pass
+
+    async def send(self, data: bytes) -> bool:
+        """Write ``data``; False (and the connection marked closed) when that failed."""
+        if not self.open:
+            return False
+        try:
+            await self.stream.send_all(data)
+            return True
+        except _NETWORK_ERRORS:
+            self.open = False
+            return False
+        except BaseException:
+            self.open = False  # cancelled mid-write: the framing can no longer be trusted
+            raise
+
+
+class _Exchange:
+    """One request and its response: the ASGI ``receive``/``send`` pair for the app."""
+
+    __slots__ = (
+        "body_left",
+        "chunked",
+        "complete",
+        "conn",
+        "head",
+        "keep_alive",
+        "length_left",
+        "pending_head",
+        "started",
+        "status",
+        "suppress_body",
+        "waiting",
+    )
+
+    def __init__(self, conn: _Connection, head: RequestHead) -> None:
+        self.conn = conn
+        self.head = head
+        self.body_left = head.content_length
+        self.keep_alive = not head.close
+        self.started = False
+        self.complete = False
+        self.status = 0
+        self.pending_head: list[bytes] | None = None
+        self.chunked = False
+        self.suppress_body = False
+        self.length_left: int | None = None
+        #: the cancel scope of a receive() waiting for the client to leave
+        self.waiting: trio.CancelScope | None = None
+
+    def scope(self) -> dict[str, Any]:
+        head = self.head
+        return {
+            "type": "http",
+            "http_version": "1.1",
+            "asgi": {"spec_version": "2.1", "version": "3.0"},
+            "method": head.method,
+            "scheme": "http",
+            "path": unquote(head.raw_path.decode("ascii")),
+            "raw_path": head.raw_path,
+            "query_string": head.query_string,
+            "root_path": "",
+            "headers": head.headers,
+            "client": self.conn.client,
+            "server": self.conn.server,
+            "extensions": {},
+        }
+
+    async def run(self) -> None:
+        try:
+            await self.conn.door.app(self.scope(), self.receive, self.send)
+        except Exception:
+            head = self.head
+            log.exception("error in the app while serving %s %r", head.method, head.raw_path)
+            self.keep_alive = False
+        if not self.started:
+            self.keep_alive = False
+            await self._send_500()
+        elif not self.complete:
+            self.keep_alive = False  # left truncated on purpose (see the module docstring)
+        if self.keep_alive and self.body_left > 0:
+            self.keep_alive = await self._skip_body()
+
+    # -- receive -----------------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        if self.body_left >= 0:
+            return await self._body()
+        return await self._wait_for_disconnect()
+
+    async def _body(self) -> Message:
+        """The next part of the request body (``body_left`` -1 once its end was handed out)."""
+        conn = self.conn
+        if self.body_left == 0:
+            self.body_left = -1
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if not conn.buffer:
+            data = await conn.receive()
+            if not data:
+                conn.open = False
+                self.body_left = -1
+                return _DISCONNECT
+            conn.buffer += data
+        buffer = conn.buffer
+        take = min(len(buffer), self.body_left)
+        chunk = bytes(buffer[:take])
+        del buffer[:take]
+        self.body_left -= take
+        more = self.body_left > 0
+        if not more:
+            self.body_left = -1
+        return {"type": "http.request", "body": chunk, "more_body": more}
+
+    async def _wait_for_disconnect(self) -> Message:
+        """Return ``http.disconnect`` when the client leaves or the response is complete.
+
+        Reading while waiting is how a client's leaving is noticed; bytes of a pipelined next
+        request are kept for later (up to a bound, then reading stops until the response ends).
+        """
+        conn = self.conn
+        if self.complete or not conn.open:
+            await trio.lowlevel.checkpoint()
+            return _DISCONNECT
+        with trio.CancelScope() as waiting:
+            self.waiting = waiting
+            while len(conn.buffer) <= MAX_PIPELINED:
+                data = await conn.receive()
+                if not data:
+                    conn.open = False
+                    break
+                conn.buffer += data
+            else:
+                await trio.sleep_forever()
+        self.waiting = None
+        return _DISCONNECT
+
+    def _stop_waiting(self) -> None:
+        if self.waiting is not None:
+            self.waiting.cancel()
+
+    async def _skip_body(self) -> bool:
+        """Read and drop the body the app did not read, if it is small; else close."""
+        conn = self.conn
+        if self.body_left > MAX_DRAIN:
+            return False
+        while self.body_left > 0:
+            if not conn.buffer:
+                data = await conn.receive()
+                if not data:
+                    return False
+                conn.buffer += data
+            take = min(len(conn.buffer), self.body_left)
+            del conn.buffer[:take]
+            self.body_left -= take
+        return True
+
+    # -- send --------------------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.started or self.complete:
+                raise RuntimeError(f"unexpected {kind} (response not started or already complete)")
+            await self._send_body(message.get("body", b""), message.get("more_body", False))
+        elif kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("the response has already started")
+            self._start(int(message["status"]), message.get("headers", ()))
+            if self.pending_head is not None and self.length_left is None:
+                # no Content-Length: a stream; its client sees the status before the first event
+                await self._write(b"")
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+
+    def _start(self, status: int, headers: Any) -> None:
+        self.started = True
+        self.status = status
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
+        has_date = False
+        for name, value in headers:
+            lname = bytes(name).lower()
+            if lname == b"content-length":
+                self.length_left = int(value)
+            elif lname == b"date":
+                has_date = True
+            elif lname == b"connection" and b"close" in bytes(value).lower():
+                self.keep_alive = False
+            elif lname == b"transfer-encoding":
+                continue  # the framing is ours to choose
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if not has_date:
+            lines.append(b"date: " + self.conn.door.date() + b"\r\n")
+        self.suppress_body = self.head.method == "HEAD" or status < 200 or status in (204, 304)
+        if self.suppress_body:
+            self.length_left = None
+        elif self.length_left is None:
+            self.chunked = True
+            lines.append(b"transfer-encoding: chunked\r\n")
+        self.pending_head = lines
+
+    def _head_bytes(self) -> bytes:
+        lines = self.pending_head
+        assert lines is not None
+        self.pending_head = None
+        if not self.keep_alive or self.conn.door.closing:
+            self.keep_alive = False
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    async def _send_body(self, body: bytes, more: bool) -> None:
+        if not more:
+            self.complete = True
+            self._stop_waiting()
+        if self.suppress_body:
+            body = b""
+        elif self.chunked:
+            if body:
+                body = b"%x\r\n%b\r\n" % (len(body), body)
+            if not more:
+                body += b"0\r\n\r\n"
+        elif self.length_left is not None:
+            if len(body) > self.length_left:
+                body = body[: self.length_left]  # more than declared: never desynchronise
+                self.keep_alive = False
+            self.length_left -= len(body)
+            if not more and self.length_left:
+                self.complete = False  # less than declared: the client sees it truncated
+        if body or self.pending_head is not None:
+            await self._write(body)
+
+    async def _write(self, body: bytes) -> None:
+        data = self._head_bytes() + body if self.pending_head is not None else body
+        if not await self.conn.send(data):
+            self.keep_alive = False
+            self._stop_waiting()  # the client is gone: let receive() say so
+
+    async def _send_500(self) -> None:
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [(b"content-length", b"0")],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _PrefixedStream(trio.abc.HalfCloseableStream):
+    """A socket stream that first yields bytes already read from it: a connection handed to
+    hypercorn mid-way, with the request head we looked at. No ``do_handshake``: hypercorn takes
+    that as "not TLS"."""
+
+    def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+        self.socket = stream.socket
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def serve(
+    app: ASGIApp,
+    hypercorn_config: HypercornConfig,
+    host: str,
+    port: int,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``host:port`` until ``shutdown_trigger`` returns, then drain.
+
+    Draining: the listeners close at once, idle connections close, in-flight responses get
+    ``hypercorn_config.graceful_timeout`` seconds before they are cut (as hypercorn's own serve).
+    Started with the listening URLs.
+
+    Raises:
+        OSError: the address cannot be bound (e.g. ``EADDRINUSE``).
+    """
+    door = FrontDoor(app, hypercorn_config)
+    listeners = await trio.open_tcp_listeners(port, host=host, backlog=hypercorn_config.backlog)
+    urls = [_url(listener) for listener in listeners]
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as accepting:
+            accepting.start_soon(
+                partial(trio.serve_listeners, door.handle, listeners, handler_nursery=connections)
+            )
+            task_status.started(urls)
+            await shutdown_trigger()
+            accepting.cancel_scope.cancel()  # serve_listeners closes the listeners
+        await door.begin_closing()
+        timeout = hypercorn_config.graceful_timeout
+        connections.cancel_scope.deadline = trio.current_time() + (
+            timeout if timeout is not None else math.inf
+        )
+
+
+def _url(listener: trio.SocketListener) -> str:
+    host, port = listener.socket.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
