@@ -412,6 +412,8 @@ class _Exchange:
         lines = self.pending_head
         assert lines is not None
         self.pending_head = None
+        if self.body_left > MAX_DRAIN:
+            self.keep_alive = False  # answered before reading a large body: it will not be read
         if not self.keep_alive or self.conn.door.closing:
             self.keep_alive = False
             lines.append(b"connection: close\r\n")

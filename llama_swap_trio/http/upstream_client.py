@@ -4,18 +4,23 @@ Why not httpx here: measured on the 2-core machine (benchmarks/RESULTS.md), forw
 ``httpx.AsyncClient`` cost about 3.5 ms of CPU per small request, most of it in httpx's request
 building and httpcore's pool bookkeeping (encode/httpx#3215), and relayed a bulk stream at about
 50 MB/s. The forwarder needs much less than a general client: one host, HTTP/1.1, no redirects,
-cookies, proxies, decompression or default headers. This module is that much and no more: h11 for
-the protocol, trio streams for the sockets, a LIFO list of idle connections. httpx stays in use
-for everything else (health probes over https, the watch client, tests).
+cookies, proxies, decompression or default headers. This module is that much and no more: the
+request head written directly, the response parsed by :mod:`.wire` (strict field syntax, RFC 9112
+body framing), trio streams for the sockets, a LIFO list of idle connections. h11 was used here
+first; its chunked decoding and event objects were a third of the CPU of a relayed token stream.
+httpx stays in use for everything else (health probes over https, the watch client, tests).
 
 Rules that make it safe:
 
-- A connection goes back to the pool only when h11 says both sides finished the exchange cleanly
-  (``DONE``/``DONE``, then ``start_next_cycle``). Anything else (an error, a cancellation at any
-  checkpoint, a response closed before its end) closes the socket. Closing is synchronous, so no
-  ``finally`` here awaits and cancellation can never leave a half-used connection in the pool.
+- A connection goes back to the pool only after a response read to its exact end, with no byte
+  after it, from an HTTP/1.1 upstream that did not say ``Connection: close``. Anything else (an
+  error, a cancellation at any checkpoint, a response closed before its end) closes the socket.
+  Closing is synchronous, so no ``finally`` here awaits and cancellation can never leave a
+  half-used connection in the pool.
 - An idle connection is checked before reuse: past ``keepalive_expiry`` or readable (the server
   closed it, or sent something unasked) it is discarded.
+- Request heads are written from the caller's headers as given: they came through the front
+  door's or h11's parser (the client's request) or are ours, so they hold no CR or LF.
 - A request whose connection closes before a single response byte arrived raises
   :class:`ClosedBeforeResponse`; the forwarder retries that once (a stale keep-alive connection,
   encode/httpx#2983). Nothing of the response was seen, so nothing was relayed.
@@ -28,8 +33,15 @@ import ssl
 import urllib.parse
 from collections.abc import Sequence
 
-import h11
 import trio
+
+from llama_swap_trio.http.wire import (
+    MAX_RESPONSE_HEAD,
+    BodyReader,
+    ProtocolError,
+    ResponseHead,
+    parse_response_head,
+)
 
 #: bytes asked of the socket per read; large reads keep a bulk relay cheap per byte
 READ_SIZE = 256 * 1024
@@ -64,14 +76,13 @@ class BrokenResponse(UpstreamError):
 
 
 class _Connection:
-    """One socket with its h11 state machine."""
+    """One socket to the upstream, idle or carrying one exchange."""
 
-    __slots__ = ("got_bytes", "h11", "idle_since", "sock", "stream")
+    __slots__ = ("got_bytes", "idle_since", "sock", "stream")
 
     def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
         self.stream = stream
         self.sock = sock
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
         self.idle_since = 0.0
         #: any byte received since the current request was sent (see ClosedBeforeResponse)
         self.got_bytes = False
@@ -87,16 +98,11 @@ class _Connection:
         readable, _, _ = select.select([self.sock], [], [], 0)
         return not readable
 
-    async def next_event(self) -> h11.Event | type[h11.PAUSED]:
-        conn = self.h11
-        while True:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event  # type: ignore[return-value]
-            data = bytes(await self.stream.receive_some(READ_SIZE))  # already bytes: no copy
-            if data:
-                self.got_bytes = True
-            conn.receive_data(data)
+    async def receive(self) -> bytes:
+        data = bytes(await self.stream.receive_some(READ_SIZE))  # already bytes: no copy
+        if data:
+            self.got_bytes = True
+        return data
 
 
 class UpstreamResponse:
@@ -107,16 +113,29 @@ class UpstreamResponse:
         headers: the header list as received, names lower-cased, values untouched.
     """
 
-    __slots__ = ("_client", "_conn", "_done", "headers", "status_code")
+    __slots__ = (
+        "_client",
+        "_conn",
+        "_done",
+        "_keep_alive",
+        "_reader",
+        "_ready",
+        "headers",
+        "status_code",
+    )
 
     def __init__(
-        self, client: UpstreamClient, conn: _Connection, status: int, headers: Headers
+        self, client: UpstreamClient, conn: _Connection, head: ResponseHead, rest: bytes
     ) -> None:
         self._client = client
         self._conn: _Connection | None = conn
         self._done = False
-        self.status_code = status
-        self.headers = headers
+        self._keep_alive = head.keep_alive
+        self._reader = BodyReader(head)
+        #: body bytes that came with the head
+        self._ready = self._reader.feed(rest) if rest else []
+        self.status_code = head.status
+        self.headers = head.headers
 
     @property
     def ended(self) -> bool:
@@ -146,53 +165,34 @@ class UpstreamResponse:
         conn = self._conn
         if conn is None:
             return None
+        reader = self._reader
+        pieces, self._ready = self._ready, []
         try:
-            while True:
-                event = await conn.next_event()
-                if type(event) is h11.Data:
-                    if event.data:
-                        return self._gather(conn, bytes(event.data))
-                elif type(event) is h11.EndOfMessage:
-                    self._end()
-                    return None
+            while not pieces and not reader.done:
+                data = await conn.receive()
+                if data:
+                    pieces = reader.feed(data)
                 else:
-                    raise BrokenResponse(f"unexpected {event!r} in a response body")
-        except (h11.RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
+                    reader.eof()
+        except (ProtocolError, trio.BrokenResourceError, OSError) as exc:
             self.close()
             raise BrokenResponse(str(exc) or type(exc).__name__) from exc
         except BaseException:
             self.close()  # cancelled mid-read: the connection's state is unknown
             raise
-
-    def _gather(self, conn: _Connection, first: bytes) -> bytes:
-        """``first`` plus every body byte already buffered; notes the end if it is there (no I/O).
-
-        A protocol error found here is left for the next read to report (h11 raises it again),
-        so the bytes in hand are still relayed.
-        """
-        pieces = [first]
-        try:
-            while True:
-                event = conn.h11.next_event()
-                if type(event) is h11.Data:
-                    pieces.append(bytes(event.data))
-                    continue
-                if type(event) is h11.EndOfMessage:
-                    self._end()
-                break
-        except h11.RemoteProtocolError:
-            pass
-        return first if len(pieces) == 1 else b"".join(pieces)
-
-    def _end(self) -> None:
-        self._done = True
-        self.close()
+        if reader.done:
+            self._done = True
+            self.close()
+        if not pieces:
+            return None
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def close(self) -> None:
         """Release the connection: pooled after a complete body, else closed. Idempotent."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            self._client._release(conn, reusable=self._done)
+            reusable = self._done and self._keep_alive and not self._reader.extra
+            self._client._release(conn, reusable=reusable)
 
 
 class UpstreamClient:
@@ -250,49 +250,59 @@ class UpstreamClient:
         conn = self._reuse() or await self._connect()
         conn.got_bytes = False
         try:
-            # _parsed=True skips h11's per-header regex validation: every name and value came
-            # through hypercorn's own h11 parser (the client's request) or is ours (host,
-            # content-length, x-forwarded-for). h11 still frames the body and tracks the state.
-            request = h11.Request(
-                method=method.encode("latin-1"),
-                target=(self.prefix + target).encode("latin-1"),
-                headers=[(b"host", self.host_header), *headers],
-                _parsed=True,
-            )
-            head = conn.h11.send(request) or b""
-            framed = conn.h11.send(h11.Data(data=body)) or b"" if body else b""
-            end = conn.h11.send(h11.EndOfMessage()) or b""
+            lines = [
+                b"%s %s HTTP/1.1\r\nhost: %s\r\n"
+                % (
+                    method.encode("latin-1"),
+                    (self.prefix + target).encode("latin-1"),
+                    self.host_header,
+                )
+            ]
+            lines += [b"%s: %s\r\n" % (name, value) for name, value in headers]
+            lines.append(b"\r\n")
+            head = b"".join(lines)
             try:
-                if len(framed) <= SMALL_BODY:
-                    await conn.stream.send_all(head + framed + end)  # one write, one segment
+                if len(body) <= SMALL_BODY:
+                    await conn.stream.send_all(head + body)  # one write, one segment
                 else:  # a large upload: no copy of the body just to join it with the head
                     await conn.stream.send_all(head)
-                    await conn.stream.send_all(framed)
-                    if end:
-                        await conn.stream.send_all(end)
+                    await conn.stream.send_all(body)
             except (trio.BrokenResourceError, OSError) as exc:
                 raise ClosedBeforeResponse(f"sending the request failed: {exc}") from exc
-            return await self._read_head(conn)
+            return await self._read_head(conn, method)
         except BaseException:
             conn.close()
             raise
 
-    async def _read_head(self, conn: _Connection) -> UpstreamResponse:
+    async def _read_head(self, conn: _Connection, method: str) -> UpstreamResponse:
+        buffer = b""
         while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > MAX_RESPONSE_HEAD:
+                    raise BrokenResponse("the upstream's response head is too large")
+                try:
+                    data = await conn.receive()
+                except (trio.BrokenResourceError, OSError) as exc:
+                    if not conn.got_bytes:
+                        raise ClosedBeforeResponse(str(exc) or type(exc).__name__) from exc
+                    raise BrokenResponse(str(exc) or type(exc).__name__) from exc
+                if not data:
+                    if not conn.got_bytes:
+                        raise ClosedBeforeResponse("the upstream closed the connection")
+                    raise BrokenResponse("the upstream closed the connection mid-head")
+                buffer += data
+                continue
             try:
-                event = await conn.next_event()
-            except (h11.RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
-                if not conn.got_bytes:
-                    raise ClosedBeforeResponse(str(exc) or type(exc).__name__) from exc
-                raise BrokenResponse(str(exc) or type(exc).__name__) from exc
-            if type(event) is h11.Response:
-                # iterating h11's headers gives lower-cased names (raw_items() keeps the case)
-                return UpstreamResponse(self, conn, event.status_code, list(event.headers))
-            if type(event) is h11.InformationalResponse:
-                continue  # 100 Continue and friends: the real head follows
-            if type(event) is h11.ConnectionClosed:
-                raise ClosedBeforeResponse("the upstream closed the connection")
-            raise BrokenResponse(f"unexpected {event!r} before the response head")
+                head = parse_response_head(buffer[:end], method)
+            except ProtocolError as exc:
+                raise BrokenResponse(str(exc)) from exc
+            buffer = buffer[end + 4 :]
+            if head.status == 101:
+                raise BrokenResponse("unexpected 101 Switching Protocols")
+            if head.status >= 200:
+                return UpstreamResponse(self, conn, head, buffer)
+            # 100 Continue and friends: the real head follows
 
     def _reuse(self) -> _Connection | None:
         now = trio.current_time()
@@ -327,15 +337,7 @@ class UpstreamClient:
         return _Connection(stream, sock)
 
     def _release(self, conn: _Connection, *, reusable: bool) -> None:
-        h = conn.h11
-        if (
-            reusable
-            and not self.is_closed
-            and h.our_state is h11.DONE
-            and h.their_state is h11.DONE
-            and len(self._idle) < self.max_idle
-        ):
-            h.start_next_cycle()
+        if reusable and not self.is_closed and len(self._idle) < self.max_idle:
             conn.idle_since = trio.current_time()
             self._idle.append(conn)
         else:

@@ -99,3 +99,214 @@ def parse_request_head(head: bytes) -> RequestHead | None:
         int(content_length) if content_length is not None else 0,
         close,
     )
+
+
+# -- responses (the forwarding client's side) ------------------------------------------------------
+
+#: largest response head accepted from an upstream
+MAX_RESPONSE_HEAD = 64 * 1024
+#: longest chunk-size or trailer line accepted
+_MAX_LINE = 4 * 1024
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [\t\x20-\x7e\x80-\xff]*)?")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+class Framing:
+    """How a response body is delimited (RFC 9112 6.3)."""
+
+    NONE = 0  # no body: HEAD, 1xx, 204, 304
+    LENGTH = 1  # Content-Length
+    CHUNKED = 2  # Transfer-Encoding: chunked
+    CLOSE = 3  # until the connection closes
+
+
+class ProtocolError(ValueError):
+    """The upstream broke HTTP/1.1 (a malformed head, bad chunk framing, early close)."""
+
+
+class ResponseHead:
+    """A parsed response head.
+
+    Attributes:
+        status: the status code.
+        headers: ``(name, value)`` pairs, names lower-cased, values as sent.
+        framing: a :class:`Framing` value; ``length`` the Content-Length for ``LENGTH``.
+        keep_alive: the connection may carry another request once this response is complete.
+    """
+
+    __slots__ = ("framing", "headers", "keep_alive", "length", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        framing: int,
+        length: int,
+        keep_alive: bool,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.framing = framing
+        self.length = length
+        self.keep_alive = keep_alive
+
+
+def parse_response_head(head: bytes, method: str) -> ResponseHead:
+    """The head (without its final blank line) of a response to a ``method`` request.
+
+    Stricter than most servers need: every field line must be well-formed (so no CR or LF can
+    ride along in a value we pass on), Content-Length values must agree.
+
+    Raises:
+        ProtocolError: saying what is wrong.
+    """
+    lines = head.split(b"\r\n")
+    status_line = _STATUS_LINE.fullmatch(lines[0])
+    if status_line is None:
+        raise ProtocolError(f"malformed status line {lines[0][:100]!r}")
+    status = int(status_line[2])
+    keep_alive = status_line[1] == b"1"  # HTTP/1.0: close after the response
+    headers: list[tuple[bytes, bytes]] = []
+    codings: list[bytes] = []
+    lengths: set[bytes] = set()
+    for raw in lines[1:]:
+        field = _FIELD.fullmatch(raw)
+        if field is None:
+            raise ProtocolError(f"malformed header line {raw[:100]!r}")
+        name = field[1].lower()
+        value = field[2]
+        if name == b"transfer-encoding":
+            codings += [c.strip().lower() for c in value.split(b",") if c.strip()]
+        elif name == b"content-length":
+            lengths.update(v.strip() for v in value.split(b","))
+        elif name == b"connection" and b"close" in value.lower():
+            keep_alive = False
+        headers.append((name, value))
+    if method == "HEAD" or status < 200 or status in (204, 304):
+        return ResponseHead(status, headers, Framing.NONE, 0, keep_alive)
+    if codings:
+        if lengths:
+            keep_alive = False  # both: Transfer-Encoding wins, the connection is suspect
+        if codings[-1] == b"chunked":
+            return ResponseHead(status, headers, Framing.CHUNKED, 0, keep_alive)
+        return ResponseHead(status, headers, Framing.CLOSE, 0, False)
+    if lengths:
+        if len(lengths) != 1:
+            raise ProtocolError("conflicting Content-Length values")
+        (length,) = lengths
+        if not length.isdigit() or len(length) > 18:
+            raise ProtocolError(f"invalid Content-Length {length[:30]!r}")
+        return ResponseHead(status, headers, Framing.LENGTH, int(length), keep_alive)
+    return ResponseHead(status, headers, Framing.CLOSE, 0, False)
+
+
+_SIZE, _DATA, _DATA_END, _TRAILERS = range(4)
+
+
+class BodyReader:
+    """Takes a response body out of the bytes read from the connection, framing removed.
+
+    :meth:`feed` returns the body bytes each read completes (never waiting for a whole chunk);
+    :attr:`done` turns true at the end of the body. A chunk that arrives whole in one read is
+    passed on without a copy.
+    """
+
+    __slots__ = ("_buffer", "_left", "_state", "done", "extra", "framing")
+
+    def __init__(self, head: ResponseHead) -> None:
+        self.framing = head.framing
+        #: bytes of the current chunk (CHUNKED) or of the body (LENGTH) still to come
+        self._left = head.length
+        self._state = _SIZE
+        self._buffer = bytearray()
+        self.done = head.framing == Framing.NONE or (
+            head.framing == Framing.LENGTH and head.length == 0
+        )
+        #: bytes arrived after the end of the body (the connection cannot be reused)
+        self.extra = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Body bytes completed by ``data`` (possibly none).
+
+        Raises:
+            ProtocolError: bad chunk framing.
+        """
+        if self.done:
+            self.extra = self.extra or bool(data)
+            return []
+        framing = self.framing
+        if framing == Framing.CLOSE:
+            return [data] if data else []
+        if framing == Framing.LENGTH:
+            if len(data) <= self._left:
+                self._left -= len(data)
+                self.done = self._left == 0
+                return [data] if data else []
+            piece, self.extra = data[: self._left], True
+            self._left = 0
+            self.done = True
+            return [piece]
+        if not self._buffer and self._state == _DATA and len(data) < self._left:
+            self._left -= len(data)  # the middle of a large chunk: no copy
+            return [data]
+        self._buffer += data
+        return self._chunks()
+
+    def eof(self) -> None:
+        """The connection closed.
+
+        Raises:
+            ProtocolError: before the end of a body delimited otherwise than by the close.
+        """
+        if self.framing == Framing.CLOSE:
+            self.done = True
+        elif not self.done:
+            raise ProtocolError("the upstream closed the connection in the middle of the body")
+
+    def _chunks(self) -> list[bytes]:
+        buffer = self._buffer
+        pieces: list[bytes] = []
+        pos = 0
+        end = len(buffer)
+        view = memoryview(buffer)
+        try:
+            while pos < end:
+                state = self._state
+                if state == _DATA:
+                    take = min(end - pos, self._left)
+                    pieces.append(view[pos : pos + take].tobytes())
+                    pos += take
+                    self._left -= take
+                    if self._left == 0:
+                        self._state = _DATA_END
+                elif state == _DATA_END:
+                    if end - pos < 2:
+                        break
+                    if buffer[pos : pos + 2] != b"\r\n":
+                        raise ProtocolError("chunk data not followed by CRLF")
+                    pos += 2
+                    self._state = _SIZE
+                else:
+                    eol = buffer.find(b"\r\n", pos)
+                    if eol < 0:
+                        if end - pos > _MAX_LINE:
+                            raise ProtocolError("chunk size or trailer line too long")
+                        break
+                    line = bytes(view[pos:eol])
+                    pos = eol + 2
+                    if state == _TRAILERS:
+                        if not line:
+                            self.done = True
+                            self.extra = pos < end
+                            break
+                        continue  # a trailer field: dropped (we do not relay trailers)
+                    size = line.split(b";", 1)[0].strip(b" \t")
+                    if _HEX.fullmatch(size) is None:
+                        raise ProtocolError(f"invalid chunk size line {line[:40]!r}")
+                    self._left = int(size, 16)
+                    self._state = _DATA if self._left else _TRAILERS
+        finally:
+            view.release()
+        del buffer[:pos]
+        return pieces
