@@ -31,11 +31,12 @@ its framing can no longer be trusted.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import socket
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
@@ -48,7 +49,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
-from llama_swap_trio.http import hypercorn_patch
+from llama_swap_trio.http import hypercorn_patch, sockio
 from llama_swap_trio.http.asgi import ASGIApp, Message
 from llama_swap_trio.http.wire import MAX_HEAD, RequestHead, parse_request_head
 
@@ -65,7 +66,11 @@ LINGER_SECONDS = 2.0
 
 _REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 _DISCONNECT: Message = {"type": "http.disconnect"}
-_NETWORK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_NETWORK_ERRORS = sockio.NETWORK_ERRORS
+#: accept() errors that concern one connection (it is gone): take the next one
+_ACCEPT_SKIP = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
+#: accept() errors of exhausted resources: wait a little, like trio.serve_listeners
+_ACCEPT_PAUSE = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 class FrontDoor:
@@ -104,14 +109,15 @@ class FrontDoor:
             scope.cancel()
         await self.context.terminated.set()  # hypercorn's connections do the same
 
-    async def handle(self, stream: trio.SocketStream) -> None:
-        """Serve one accepted connection until it closes (the listener's handler)."""
-        connection = _Connection(self, stream)
+    async def handle(self, sock: socket.socket) -> None:
+        """Serve one accepted connection (a non-blocking socket) until it closes."""
+        connection = _Connection(self, sock)
         try:
             prefix = await connection.serve()
             if prefix is None:
                 await connection.linger()
             else:
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
                 handed = _PrefixedStream(stream, prefix)
                 await TCPServer(
                     self._hypercorn_app,
@@ -123,22 +129,22 @@ class FrontDoor:
         except Exception:  # never let one connection take the listener down
             log.exception("error serving a connection")
         finally:
-            stream.socket.close()  # synchronous: nothing here may leak a descriptor
+            sock.close()  # synchronous: nothing here may leak a descriptor
 
 
 class _Connection:
     """One client connection while it is served here."""
 
-    __slots__ = ("buffer", "client", "door", "open", "server", "stream")
+    __slots__ = ("buffer", "client", "door", "open", "server", "sock")
 
-    def __init__(self, door: FrontDoor, stream: trio.SocketStream) -> None:
+    def __init__(self, door: FrontDoor, sock: socket.socket) -> None:
         self.door = door
-        self.stream = stream
+        self.sock = sock
         self.buffer = bytearray()
         self.open = True
         try:
-            self.client: tuple[str, int] | None = stream.socket.getpeername()[:2]
-            self.server: tuple[str, int] | None = stream.socket.getsockname()[:2]
+            self.client: tuple[str, int] | None = sock.getpeername()[:2]
+            self.server: tuple[str, int] | None = sock.getsockname()[:2]
         except OSError:  # already reset by the peer
             self.open = False
             self.client = self.server = None
@@ -146,7 +152,7 @@ class _Connection:
     async def receive(self) -> bytes:
         """The next bytes from the client; b"" when it closed or broke the connection."""
         try:
-            return await self.stream.receive_some(READ_SIZE)
+            return await sockio.receive(self.sock, READ_SIZE)
         except _NETWORK_ERRORS:
             return b""
 
@@ -204,7 +210,7 @@ class _Connection:
             return
         with trio.move_on_after(LINGER_SECONDS):
             try:
-                await self.stream.send_eof()
+                self.sock.shutdown(socket.SHUT_WR)
             except _NETWORK_ERRORS:
                 return
             while await self.receive():
@@ -215,7 +221,7 @@ class _Connection:
         if not self.open:
             return False
         try:
-            await self.stream.send_all(data)
+            await sockio.send_all(self.sock, data)
             return True
         except _NETWORK_ERRORS:
             self.open = False
@@ -507,23 +513,57 @@ async def serve(
         OSError: the address cannot be bound (e.g. ``EADDRINUSE``).
     """
     door = FrontDoor(app, hypercorn_config)
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=hypercorn_config.backlog)
-    urls = [_url(listener) for listener in listeners]
-    async with trio.open_nursery() as connections:
-        async with trio.open_nursery() as accepting:
-            accepting.start_soon(
-                partial(trio.serve_listeners, door.handle, listeners, handler_nursery=connections)
-            )
-            task_status.started(urls)
-            await shutdown_trigger()
-            accepting.cancel_scope.cancel()  # serve_listeners closes the listeners
-        await door.begin_closing()
-        timeout = hypercorn_config.graceful_timeout
-        connections.cancel_scope.deadline = trio.current_time() + (
-            timeout if timeout is not None else math.inf
+    listeners = [
+        sockio.stdlib_socket(listener.socket)
+        for listener in await trio.open_tcp_listeners(
+            port, host=host, backlog=hypercorn_config.backlog
         )
+    ]
+    try:
+        urls = [_url(listener) for listener in listeners]
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as accepting:
+                for listener in listeners:
+                    accepting.start_soon(_accept, door, listener, connections)
+                task_status.started(urls)
+                await shutdown_trigger()
+                accepting.cancel_scope.cancel()
+            for listener in listeners:
+                listener.close()
+            await door.begin_closing()
+            timeout = hypercorn_config.graceful_timeout
+            connections.cancel_scope.deadline = trio.current_time() + (
+                timeout if timeout is not None else math.inf
+            )
+    finally:
+        for listener in listeners:
+            listener.close()
 
 
-def _url(listener: trio.SocketListener) -> str:
-    host, port = listener.socket.getsockname()[:2]
+async def _accept(door: FrontDoor, listener: socket.socket, connections: trio.Nursery) -> None:
+    """Accept connections on ``listener`` and start a handler for each, until cancelled."""
+    tcp = listener.family in (socket.AF_INET, socket.AF_INET6)
+    while True:
+        await trio.lowlevel.wait_readable(listener)
+        for _ in range(64):  # a burst of connections is taken in one wake-up, within bounds
+            try:
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in _ACCEPT_SKIP:
+                    continue
+                if exc.errno in _ACCEPT_PAUSE:
+                    log.error("cannot accept a connection (%s); retrying in 0.1 s", exc)
+                    await trio.sleep(0.1)
+                    break
+                raise
+            sock.setblocking(False)
+            if tcp:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connections.start_soon(door.handle, sock)
+
+
+def _url(listener: socket.socket) -> str:
+    host, port = listener.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -29,12 +29,15 @@ Rules that make it safe:
 from __future__ import annotations
 
 import select
+import socket
 import ssl
 import urllib.parse
 from collections.abc import Sequence
+from typing import Any, cast
 
 import trio
 
+from llama_swap_trio.http import sockio
 from llama_swap_trio.http.wire import (
     MAX_RESPONSE_HEAD,
     BodyReader,
@@ -43,8 +46,9 @@ from llama_swap_trio.http.wire import (
     parse_response_head,
 )
 
-#: bytes asked of the socket per read; large reads keep a bulk relay cheap per byte
-READ_SIZE = 256 * 1024
+#: bytes asked of the socket per read: large enough for a bulk relay, small enough that the
+#: buffer recv() allocates comes from the heap (256 KiB went through mmap/munmap every read)
+READ_SIZE = 64 * 1024
 #: idle pooled connections kept per upstream process
 MAX_IDLE = 32
 #: seconds an idle connection is kept; below cpp-httplib's (llama-server) 5 s keep-alive timeout
@@ -78,11 +82,15 @@ class BrokenResponse(UpstreamError):
 class _Connection:
     """One socket to the upstream, idle or carrying one exchange."""
 
-    __slots__ = ("got_bytes", "idle_since", "sock", "stream")
+    __slots__ = ("got_bytes", "idle_since", "sock", "tls")
 
-    def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
-        self.stream = stream
+    def __init__(
+        self, sock: socket.socket | trio.socket.SocketType, tls: trio.SSLStream[Any] | None
+    ) -> None:
+        #: a non-blocking stdlib socket (plain http: read and written with sockio), or the trio
+        #: socket under ``tls`` (https: read and written through the TLS stream)
         self.sock = sock
+        self.tls = tls
         self.idle_since = 0.0
         #: any byte received since the current request was sent (see ClosedBeforeResponse)
         self.got_bytes = False
@@ -99,10 +107,19 @@ class _Connection:
         return not readable
 
     async def receive(self) -> bytes:
-        data = bytes(await self.stream.receive_some(READ_SIZE))  # already bytes: no copy
+        if self.tls is None:
+            data = await sockio.receive(cast(socket.socket, self.sock), READ_SIZE)
+        else:
+            data = bytes(await self.tls.receive_some(READ_SIZE))
         if data:
             self.got_bytes = True
         return data
+
+    async def send_all(self, data: bytes) -> None:
+        if self.tls is None:
+            await sockio.send_all(cast(socket.socket, self.sock), data)
+        else:
+            await self.tls.send_all(data)
 
 
 class UpstreamResponse:
@@ -263,10 +280,10 @@ class UpstreamClient:
             head = b"".join(lines)
             try:
                 if len(body) <= SMALL_BODY:
-                    await conn.stream.send_all(head + body)  # one write, one segment
+                    await conn.send_all(head + body)  # one write, one segment
                 else:  # a large upload: no copy of the body just to join it with the head
-                    await conn.stream.send_all(head)
-                    await conn.stream.send_all(body)
+                    await conn.send_all(head)
+                    await conn.send_all(body)
             except (trio.BrokenResourceError, OSError) as exc:
                 raise ClosedBeforeResponse(f"sending the request failed: {exc}") from exc
             return await self._read_head(conn, method)
@@ -316,25 +333,24 @@ class UpstreamClient:
     async def _connect(self) -> _Connection:
         try:
             with trio.fail_after(self.connect_timeout or float("inf")):
-                stream: trio.abc.Stream = await trio.open_tcp_stream(self.host, self.port)
-                sock = stream.socket  # type: ignore[attr-defined]
-                if self._ssl is not None:
-                    tls = trio.SSLStream(
-                        stream, self._ssl, server_hostname=self.host, https_compatible=True
-                    )
-                    try:
-                        await tls.do_handshake()
-                    except BaseException:
-                        sock.close()
-                        raise
-                    stream = tls
+                stream = await trio.open_tcp_stream(self.host, self.port)
+                if self._ssl is None:
+                    return _Connection(sockio.stdlib_socket(stream.socket), None)
+                tls = trio.SSLStream(
+                    stream, self._ssl, server_hostname=self.host, https_compatible=True
+                )
+                try:
+                    await tls.do_handshake()
+                except BaseException:
+                    stream.socket.close()
+                    raise
         except trio.TooSlowError:
             raise ConnectTimedOut(
                 f"no connection to {self.host}:{self.port} within {self.connect_timeout:g}s"
             ) from None
         except (OSError, trio.BrokenResourceError) as exc:
             raise ConnectFailed(str(exc) or type(exc).__name__) from exc
-        return _Connection(stream, sock)
+        return _Connection(stream.socket, tls)
 
     def _release(self, conn: _Connection, *, reusable: bool) -> None:
         if reusable and not self.is_closed and len(self._idle) < self.max_idle:
