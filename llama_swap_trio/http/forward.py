@@ -272,44 +272,42 @@ async def _forward(
     headers = request_headers(scope, body)
     method = str(scope.get("method", "GET"))
     client = await pool.client_for(grant)
-    with watch.cancel_on_disconnect() as opening:
-        response = await _open(client, model, method, path, headers, body)
-    if opening.cancelled_caught:
-        # the client left while we waited for the head; the cancelled request closed the
-        # connection, so the upstream sees the disconnect
-        relay.disconnected = True
-        return relay.result()
+    response: UpstreamResponse | None = None
+    final: bytes | None = None
+    error_body: bytes | None = None
     try:
-        relay.status = response.status_code
-        if headers_sent and not 200 <= response.status_code < 300:
-            await _send_error_events(send, model, response, relay, watch)
-        else:
-            await _relay(send, response, relay, headers_sent, watch)
-    except _ClientGone:
-        relay.disconnected = True
+        # One disconnect guard from the request to the last body message (a cancel scope per
+        # chunk cost more than the rest of the relay loop). A client that leaves cancels the
+        # wait for the upstream or a send to it; the cancelled request closes its connection,
+        # so the upstream sees the disconnect and stops generating.
+        with watch.cancel_on_disconnect() as guard:
+            response = await _open(client, model, method, path, headers, body)
+            relay.status = response.status_code
+            if headers_sent and not 200 <= response.status_code < 300:
+                error_body = await _read_error_body(response)
+            else:
+                final = await _relay_body(send, response, relay, headers_sent)
+        if guard.cancelled_caught:
+            relay.disconnected = True
+        elif error_body is not None:
+            relay.first_byte = trio.current_time()
+            relay.complete = True
+            await send_sse_error_and_done(send, _error_object(model, relay.status, error_body))
+        elif final is not None:
+            # The last message is outside the guard: the server reports http.disconnect as the
+            # normal end of every exchange, and that must not cut its own last write.
+            if relay.first_byte is None:
+                relay.first_byte = trio.current_time()
+            relay.complete = True
+            await send({"type": "http.response.body", "body": final, "more_body": False})
+            assert relay.sniffer is not None
+            relay.sniffer.feed(final)
     finally:
         # Closing an unfinished response closes its connection (synchronously), so the upstream
         # sees the disconnect at once and stops generating; a finished one goes back to the pool.
-        response.close()
+        if response is not None:
+            response.close()
     return relay.result()
-
-
-class _ClientGone(Exception):
-    """The client disconnected while we waited for the upstream's next chunk."""
-
-
-async def _next_chunk(response: UpstreamResponse, watch: ClientWatch) -> bytes | None:
-    """The upstream's next body chunk (None at the end), abandoned if the client leaves.
-
-    Only the wait for the upstream is cancelled on disconnect, never a send to the client.
-
-    Raises:
-        _ClientGone: the client disconnected.
-        BrokenResponse: the upstream broke its response off.
-    """
-    with watch.cancel_on_disconnect():
-        return await response.next_chunk()
-    raise _ClientGone
 
 
 async def _open(
@@ -354,10 +352,11 @@ async def _open(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _relay(
-    send: Send, response: UpstreamResponse, relay: _Relay, headers_sent: bool, watch: ClientWatch
-) -> None:
-    """Pass the response head (unless already sent) and body on as they arrive."""
+async def _relay_body(
+    send: Send, response: UpstreamResponse, relay: _Relay, headers_sent: bool
+) -> bytes | None:
+    """Pass the response head (unless already sent) and the body on as they arrive, all but the
+    last chunk, which is returned (None when the upstream broke its response off)."""
     relay.sse = _is_sse(response)
     sniffer = relay.sniffer = UsageSniffer(
         (response.header(b"content-type") or b"").decode("latin-1"),
@@ -371,53 +370,35 @@ async def _relay(
                 "headers": response_headers(response),
             }
         )
-    final = b""
-    # One disconnect guard for the whole body (a cancel scope per chunk cost more than the rest
-    # of the relay loop). A client that leaves cancels the wait for the upstream or a send to
-    # it; the last send is outside the guard: hypercorn reports http.disconnect as the normal
-    # end of every exchange, and that must not cancel its own bookkeeping of the response.
-    with watch.cancel_on_disconnect() as guard:
-        try:
-            while (chunk := await response.next_chunk()) is not None:
-                if relay.first_byte is None:
-                    relay.first_byte = trio.current_time()
-                if response.ended:
-                    # The end of the body came with this chunk (a small answer usually arrives
-                    # whole): send it as the last message, one write less.
-                    final = chunk
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                sniffer.feed(chunk)  # after the send: accounting never delays a token
-        except BrokenResponse as exc:
-            # Leave the client's response unfinished: hypercorn closes the connection when the
-            # app returns, so the client sees a truncated body rather than a complete-looking one.
-            log.warning("upstream broke off its response: %s", exc)
-            relay.upstream_failed = True
-            return
-    if guard.cancelled_caught:
-        raise _ClientGone
-    if relay.first_byte is None:
-        relay.first_byte = trio.current_time()
-    relay.complete = True
-    await send({"type": "http.response.body", "body": final, "more_body": False})
-    sniffer.feed(final)
+    try:
+        while (chunk := await response.next_chunk()) is not None:
+            if relay.first_byte is None:
+                relay.first_byte = trio.current_time()
+            if response.ended:
+                # The end of the body came with this chunk (a small answer usually arrives
+                # whole): the caller sends it as the last message, one write less.
+                return chunk
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            sniffer.feed(chunk)  # after the send: accounting never delays a token
+    except BrokenResponse as exc:
+        # Leave the client's response unfinished: the server closes the connection when the app
+        # returns, so the client sees a truncated body rather than a complete-looking one.
+        log.warning("upstream broke off its response: %s", exc)
+        relay.upstream_failed = True
+        return None
+    return b""
 
 
-async def _send_error_events(
-    send: Send, model: ModelConfig, response: UpstreamResponse, relay: _Relay, watch: ClientWatch
-) -> None:
-    """Loading-state mode: the 200 head is out; report a non-2xx upstream answer as SSE events."""
+async def _read_error_body(response: UpstreamResponse) -> bytes:
+    """Loading-state mode, a non-2xx answer: read it to the end (so the connection can be
+    reused), keeping the first MAX_ERROR_BODY bytes to report."""
     text = bytearray()
     try:
-        # read to the end (so the connection can be reused), keeping the first MAX_ERROR_BODY
-        while (chunk := await _next_chunk(response, watch)) is not None:
+        while (chunk := await response.next_chunk()) is not None:
             text += chunk[: max(0, MAX_ERROR_BODY - len(text))]
     except BrokenResponse:
         pass  # report what arrived
-    error = _error_object(model, response.status_code, bytes(text))
-    relay.first_byte = trio.current_time()
-    relay.complete = True
-    await send_sse_error_and_done(send, error)
+    return bytes(text)
 
 
 def _error_object(model: ModelConfig, status: int, body: bytes) -> dict[str, object]:
