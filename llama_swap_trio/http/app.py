@@ -35,7 +35,7 @@ from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.http.asgi import ASGIApp, Receive, Scope, Send, answer_lifespan
 from llama_swap_trio.http.auth import is_authorized
 from llama_swap_trio.http.debug import DEBUG_PATH, debug_enabled, debug_state
-from llama_swap_trio.http.disconnect import ClientWatch, watching
+from llama_swap_trio.http.disconnect import watching
 from llama_swap_trio.http.errors import send_bytes, send_error, send_json, send_text
 from llama_swap_trio.http.events import handle_events
 from llama_swap_trio.http.forward import ForwardResult, forward_http
@@ -286,28 +286,21 @@ class App:
     ) -> None:
         """Wait for ``model``, then forward the request and publish its ``request`` event.
 
-        One watcher reads ``receive()`` for the whole request. A disconnect before the grant
-        cancels the wait (the router drops the request; it never causes a load); after the grant
-        it only cuts the forwarding (``forward_http`` registers its scope with the same watch), so
-        the result, and its event, survive the client's leaving.
+        One watch covers the whole request (the server's own, or a watcher task on
+        ``receive()``). A disconnect before the grant cancels the wait (the router drops the
+        request; it never causes a load); after the grant it only cuts the forwarding
+        (``forward_http`` registers its scope with the same watch), so the result, and its
+        event, survive the client's leaving.
         """
-        watch = ClientWatch()
-        waiting = trio.CancelScope()
         granted = False
         forwarding_since = 0.0
         result: ForwardResult | None = None
         failure: ProxyError | None = None
-
-        async def watch_client() -> None:
-            await watch.run(receive)
-            if not granted:
-                waiting.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_client)
+        async with watching(scope, receive) as watch:
             try:
-                with waiting:
+                with watch.cancel_on_disconnect() as waiting:
                     async with self.router.serve(model.id, require_ready=require_ready) as grant:
+                        watch.release(waiting)  # from here on only the forwarding is cut
                         granted = True
                         forwarding_since = trio.current_time()
                         result = await forward_http(
@@ -321,9 +314,7 @@ class App:
                             watch=watch,
                         )
             except ProxyError as error:
-                failure = error  # raised outside the nursery, so it is not wrapped in a group
-            finally:
-                nursery.cancel_scope.cancel()
+                failure = error
         if failure is not None:
             if granted:  # the forwarding itself failed (502/504): the feed shows it too
                 duration_ms = (trio.current_time() - forwarding_since) * 1000
@@ -478,7 +469,7 @@ class App:
     async def _load_one(self, scope: Scope, receive: Receive, send: Send) -> None:
         model = self._named_model(scope["path"], LOAD_PREFIX)
         self._refuse_if_shutting_down()
-        async with watching(receive) as watch:
+        async with watching(scope, receive) as watch:
             with watch.cancel_on_disconnect():
                 await self.router.load(model.id)
                 await send_json(send, 200, {"msg": "ok", "state": "ready"})

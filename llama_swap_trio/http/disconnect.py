@@ -1,9 +1,14 @@
 """Noticing that the client went away.
 
-Hypercorn's ``send()`` does not raise after the client disconnected; the disconnect shows only as
-an ``http.disconnect`` message from ``receive()`` (research python-stack 1.3). So whoever relays a
-response runs a watcher task on ``receive()`` next to the relay, and the watcher cancels the work
-that serves the gone client: the wait for a model, the upstream request.
+An ASGI server's ``send()`` does not raise after the client disconnected; the disconnect shows
+only as an ``http.disconnect`` message from ``receive()`` (research python-stack 1.3). So whoever
+relays a response watches for it, and the watch cancels the work that serves the gone client: the
+wait for a model, the upstream request.
+
+Our front door (http/server.py) reads every connection all along anyway, so it hands the app a
+ready :class:`ClientWatch` in the scope (``extensions[WATCH_EXTENSION]``) and fires it itself: no
+watcher task per request. On a connection hypercorn serves, :func:`watching` runs a watcher task
+on ``receive()`` instead.
 
 The watcher does not cancel the caller's whole task: work registers the parts that should stop
 with :meth:`ClientWatch.cancel_on_disconnect`, so it can still compute a result (and the router
@@ -18,9 +23,12 @@ from types import TracebackType
 
 import trio
 
-from llama_swap_trio.http.asgi import Receive
+from llama_swap_trio.http.asgi import Receive, Scope
 
 _DISCONNECT = frozenset({"http.disconnect", "websocket.disconnect"})
+
+#: scope["extensions"] key of the front door's ClientWatch for the request
+WATCH_EXTENSION = "llama_swap_trio.client_watch"
 
 
 class ClientWatch:
@@ -51,6 +59,10 @@ class ClientWatch:
         """
         while (await receive())["type"] not in _DISCONNECT:
             pass
+        self.client_left()
+
+    def client_left(self) -> None:
+        """The client went away: cancel the registered scopes (and any registered later)."""
         self.disconnected = True
         for scope in self._scopes:
             scope.cancel()
@@ -80,12 +92,17 @@ class _Guard:
 
 
 @asynccontextmanager
-async def watching(receive: Receive) -> AsyncIterator[ClientWatch]:
-    """Run a :class:`ClientWatch` on ``receive`` for the duration of the block.
+async def watching(scope: Scope, receive: Receive) -> AsyncIterator[ClientWatch]:
+    """A :class:`ClientWatch` of the request for the duration of the block: the server's own
+    when it gives one, else one run on ``receive`` by a watcher task.
 
-    Only one task may call ``receive()`` at a time: do not read from it inside the block.
-    An exception from the block comes out as itself, not wrapped in an exception group.
+    Do not read ``receive()`` inside the block. An exception from the block comes out as itself,
+    not wrapped in an exception group.
     """
+    given = scope.get("extensions", {}).get(WATCH_EXTENSION)
+    if isinstance(given, ClientWatch):
+        yield given
+        return
     watch = ClientWatch()
     try:
         async with trio.open_nursery() as nursery:

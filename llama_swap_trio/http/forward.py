@@ -214,7 +214,7 @@ async def forward_http(
     """
     if watch is not None:
         return await _forward(scope, send, grant, body, pool, target, headers_sent, watch)
-    async with watching(receive) as own_watch:
+    async with watching(scope, receive) as own_watch:
         return await _forward(scope, send, grant, body, pool, target, headers_sent, own_watch)
 
 

@@ -159,7 +159,7 @@ async def serve_with_loading_state(
     reporter = _Reporter(send, model, requested_name)
     result: ForwardResult | None = None
     failure: ProxyError | None = None
-    async with watching(receive) as watch:
+    async with watching(scope, receive) as watch:
         with watch.cancel_on_disconnect() as waiting:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(reporter.run)

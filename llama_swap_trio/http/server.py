@@ -51,6 +51,7 @@ from hypercorn.utils import wrap_app
 
 from llama_swap_trio.http import hypercorn_patch, sockio
 from llama_swap_trio.http.asgi import ASGIApp, Message
+from llama_swap_trio.http.disconnect import WATCH_EXTENSION, ClientWatch
 from llama_swap_trio.http.wire import MAX_HEAD, RequestHead, parse_request_head
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,9 @@ log = logging.getLogger(__name__)
 READ_SIZE = 64 * 1024
 #: an unread request body up to this size is skipped to keep the connection; a larger one closes it
 MAX_DRAIN = 64 * 1024
-#: bytes of a pipelined next request read while a response is being sent
-MAX_PIPELINED = MAX_HEAD
-#: seconds a closing connection waits for the client's own close (see ``_Connection.linger``)
+#: bytes read ahead of the app (a pipelined request, the rest of a large body) before reading pauses
+READ_AHEAD = 64 * 1024
+#: seconds a closing connection waits for the client's own close (see ``_Connection._linger``)
 LINGER_SECONDS = 2.0
 
 _REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
@@ -114,9 +115,7 @@ class FrontDoor:
         connection = _Connection(self, sock)
         try:
             prefix = await connection.serve()
-            if prefix is None:
-                await connection.linger()
-            else:
+            if prefix is not None:
                 stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
                 handed = _PrefixedStream(stream, prefix)
                 await TCPServer(
@@ -133,57 +132,144 @@ class FrontDoor:
 
 
 class _Connection:
-    """One client connection while it is served here."""
+    """One client connection while it is served here.
 
-    __slots__ = ("buffer", "client", "door", "open", "server", "sock")
+    Two tasks: the connection's task parses requests and runs the app for each, one at a time;
+    a reader task reads the socket all along and appends to :attr:`buffer`. Reading all along is
+    how a client's leaving is noticed while a response is being produced (``http.disconnect``,
+    and the exchange's :class:`ClientWatch` fires), without a watcher task per request; and the
+    wait for the next request is the same wait, so a request costs one wake-up of each task.
+    """
+
+    __slots__ = (
+        "_data",
+        "_discard",
+        "_resume",
+        "buffer",
+        "client",
+        "door",
+        "eof",
+        "exchange",
+        "open",
+        "server",
+        "sock",
+    )
 
     def __init__(self, door: FrontDoor, sock: socket.socket) -> None:
         self.door = door
         self.sock = sock
+        #: bytes read and not yet parsed or handed to the app
         self.buffer = bytearray()
+        #: the client closed (or reset) its side
+        self.eof = False
+        #: writes still possible (false after a failed or interrupted write)
         self.open = True
+        self.exchange: _Exchange | None = None
+        self._data: trio.Event | None = None  # set when bytes (or EOF) arrive
+        self._resume: trio.Event | None = None  # set when the reader may read on
+        self._discard = False  # lingering: drop what arrives
         try:
             self.client: tuple[str, int] | None = sock.getpeername()[:2]
             self.server: tuple[str, int] | None = sock.getsockname()[:2]
         except OSError:  # already reset by the peer
+            self.eof = True
             self.open = False
             self.client = self.server = None
 
-    async def receive(self) -> bytes:
-        """The next bytes from the client; b"" when it closed or broke the connection."""
-        try:
-            return await sockio.receive(self.sock, READ_SIZE)
-        except _NETWORK_ERRORS:
-            return b""
+    # -- the reader task ---------------------------------------------------------------------------
+
+    async def read_all_along(self) -> None:
+        """Append whatever the client sends to the buffer until EOF (pausing when the buffer is
+        full); at EOF, tell the exchange in progress that its client left."""
+        short = False
+        while not self.eof:
+            if len(self.buffer) >= READ_AHEAD and not self._discard:
+                self._resume = trio.Event()
+                await self._resume.wait()
+                continue
+            try:
+                # After a short read the next bytes are still to come: wait before reading.
+                data = await sockio.receive(self.sock, READ_SIZE, wait_first=short)
+            except _NETWORK_ERRORS:
+                data = b""
+            short = len(data) < READ_SIZE
+            if not data:
+                self.eof = True
+                if self.exchange is not None:
+                    self.exchange.client_left()
+            elif not self._discard:
+                self.buffer += data
+            if self._data is not None:
+                self._data.set()
+                self._data = None
+
+    async def more_data(self) -> bool:
+        """Wait until more bytes arrived; False at EOF."""
+        if self.eof:
+            return False
+        event = self._data = trio.Event()
+        await event.wait()
+        return self._readable()
+
+    def _readable(self) -> bool:
+        """Bytes to parse, or more may come."""
+        return bool(self.buffer) or not self.eof
+
+    def take(self, size: int) -> bytes:
+        """Remove and return up to ``size`` bytes from the front of the buffer."""
+        buffer = self.buffer
+        chunk = bytes(buffer[:size])
+        del buffer[:size]
+        if self._resume is not None and len(buffer) < READ_AHEAD:
+            self._resume.set()
+            self._resume = None
+        return chunk
+
+    # -- the connection's task ---------------------------------------------------------------------
 
     async def serve(self) -> bytes | None:
         """Serve plain requests until the connection ends (None) or one is not plain: then the
         bytes read so far, for hypercorn."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.read_all_along)
+            try:
+                plain = await self._serve_requests()
+                if plain:
+                    await self._linger()
+            finally:
+                nursery.cancel_scope.cancel()
+        return None if plain else bytes(self.buffer)
+
+    async def _serve_requests(self) -> bool:
+        """False when a request that is not plain is next in the buffer."""
         door = self.door
         buffer = self.buffer
         while self.open:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(buffer) > MAX_HEAD:
-                    return bytes(buffer)
-                if not await self._read_more(idle=not buffer):
-                    return None
+                    return False
+                if not await self._wait_for_request(idle=not buffer):
+                    return True
                 continue
             head = parse_request_head(bytes(buffer[:end]))
             if head is None:
-                return bytes(buffer)
-            del buffer[: end + 4]
-            exchange = _Exchange(self, head)
-            await exchange.run()
+                return False
+            self.take(end + 4)
+            exchange = self.exchange = _Exchange(self, head)
+            try:
+                await exchange.run()
+            finally:
+                self.exchange = None
             if not exchange.keep_alive or door.closing:
-                return None
-        return None
+                return True
+        return True
 
-    async def _read_more(self, *, idle: bool) -> bool:
-        """Read into the buffer; False when the client closed or the wait timed out.
+    async def _wait_for_request(self, *, idle: bool) -> bool:
+        """Wait for more of the next request; False when the client closed or the wait timed out.
 
-        Waiting for a new request (``idle``) is bounded by the keep-alive timeout and ends at once
-        when the server starts closing.
+        Bounded by the keep-alive timeout; a connection waiting for a new request (``idle``)
+        closes at once when the server starts closing.
         """
         door = self.door
         if idle and door.closing:
@@ -191,29 +277,30 @@ class _Connection:
         with trio.CancelScope(deadline=trio.current_time() + door.keep_alive_timeout) as waiting:
             door.idle.add(waiting)
             try:
-                data = await self.receive()
+                more = await self.more_data()
             finally:
                 door.idle.discard(waiting)
-        if waiting.cancelled_caught or not data:
-            return False
-        self.buffer += data
-        return True
+        return more and not waiting.cancelled_caught
 
-    async def linger(self) -> None:
-        """Before closing: send our FIN, then read (and drop) until the client's, briefly.
+    async def _linger(self) -> None:
+        """Before closing: send our FIN, then drop what arrives until the client's, briefly.
 
         Closing a socket with unread input (a pipelined request, a body the app refused to read)
         makes the kernel send RST, and an RST can destroy the response the client has not read
         yet. So, like nginx's lingering close, wait a little for the client to close first.
         """
-        if not self.open:
+        if self.eof or not self.open:
             return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except _NETWORK_ERRORS:
+            return
+        self._discard = True
+        self.buffer.clear()
+        if self._resume is not None:
+            self._resume.set()
         with trio.move_on_after(LINGER_SECONDS):
-            try:
-                self.sock.shutdown(socket.SHUT_WR)
-            except _NETWORK_ERRORS:
-                return
-            while await self.receive():
+            while await self.more_data():
                 pass
 
     async def send(self, data: bytes) -> bool:
@@ -239,6 +326,7 @@ class _Exchange:
         "chunked",
         "complete",
         "conn",
+        "ended",
         "head",
         "keep_alive",
         "length_left",
@@ -246,7 +334,7 @@ class _Exchange:
         "started",
         "status",
         "suppress_body",
-        "waiting",
+        "watch",
     )
 
     def __init__(self, conn: _Connection, head: RequestHead) -> None:
@@ -261,8 +349,10 @@ class _Exchange:
         self.chunked = False
         self.suppress_body = False
         self.length_left: int | None = None
-        #: the cancel scope of a receive() waiting for the client to leave
-        self.waiting: trio.CancelScope | None = None
+        #: tells the app when the client leaves (see disconnect.WATCH_EXTENSION)
+        self.watch = ClientWatch()
+        #: set when the response is complete or the client left (receive() then says disconnect)
+        self.ended: trio.Event | None = None
 
     def scope(self) -> dict[str, Any]:
         head = self.head
@@ -279,7 +369,7 @@ class _Exchange:
             "headers": head.headers,
             "client": self.conn.client,
             "server": self.conn.server,
-            "extensions": {},
+            "extensions": {WATCH_EXTENSION: self.watch},
         }
 
     async def run(self) -> None:
@@ -302,7 +392,7 @@ class _Exchange:
     async def receive(self) -> Message:
         if self.body_left >= 0:
             return await self._body()
-        return await self._wait_for_disconnect()
+        return await self._wait_for_end()
 
     async def _body(self) -> Message:
         """The next part of the request body (``body_left`` -1 once its end was handed out)."""
@@ -310,49 +400,37 @@ class _Exchange:
         if self.body_left == 0:
             self.body_left = -1
             return {"type": "http.request", "body": b"", "more_body": False}
-        if not conn.buffer:
-            data = await conn.receive()
-            if not data:
-                conn.open = False
+        while not conn.buffer:
+            if not await conn.more_data():
                 self.body_left = -1
                 return _DISCONNECT
-            conn.buffer += data
-        buffer = conn.buffer
-        take = min(len(buffer), self.body_left)
-        chunk = bytes(buffer[:take])
-        del buffer[:take]
-        self.body_left -= take
+        chunk = conn.take(self.body_left)
+        self.body_left -= len(chunk)
         more = self.body_left > 0
         if not more:
             self.body_left = -1
         return {"type": "http.request", "body": chunk, "more_body": more}
 
-    async def _wait_for_disconnect(self) -> Message:
-        """Return ``http.disconnect`` when the client leaves or the response is complete.
-
-        Reading while waiting is how a client's leaving is noticed; bytes of a pipelined next
-        request are kept for later (up to a bound, then reading stops until the response ends).
-        """
-        conn = self.conn
-        if self.complete or not conn.open:
+    async def _wait_for_end(self) -> Message:
+        """``http.disconnect`` once the response is complete or the client left."""
+        if self.complete or self.watch.disconnected:
             await trio.lowlevel.checkpoint()
             return _DISCONNECT
-        with trio.CancelScope() as waiting:
-            self.waiting = waiting
-            while len(conn.buffer) <= MAX_PIPELINED:
-                data = await conn.receive()
-                if not data:
-                    conn.open = False
-                    break
-                conn.buffer += data
-            else:
-                await trio.sleep_forever()
-        self.waiting = None
+        if self.ended is None:
+            self.ended = trio.Event()
+        await self.ended.wait()
         return _DISCONNECT
 
-    def _stop_waiting(self) -> None:
-        if self.waiting is not None:
-            self.waiting.cancel()
+    def client_left(self) -> None:
+        """The client closed its side or a write to it failed: tell the app."""
+        self.keep_alive = False
+        if not self.watch.disconnected:
+            self.watch.client_left()
+        self._end()
+
+    def _end(self) -> None:
+        if self.ended is not None:
+            self.ended.set()
 
     async def _skip_body(self) -> bool:
         """Read and drop the body the app did not read, if it is small; else close."""
@@ -360,14 +438,9 @@ class _Exchange:
         if self.body_left > MAX_DRAIN:
             return False
         while self.body_left > 0:
-            if not conn.buffer:
-                data = await conn.receive()
-                if not data:
-                    return False
-                conn.buffer += data
-            take = min(len(conn.buffer), self.body_left)
-            del conn.buffer[:take]
-            self.body_left -= take
+            if not conn.buffer and not await conn.more_data():
+                return False
+            self.body_left -= len(conn.take(self.body_left))
         return True
 
     # -- send --------------------------------------------------------------------------------------
@@ -429,7 +502,7 @@ class _Exchange:
     async def _send_body(self, body: bytes, more: bool) -> None:
         if not more:
             self.complete = True
-            self._stop_waiting()
+            self._end()
         if self.suppress_body:
             body = b""
         elif self.chunked:
@@ -450,8 +523,7 @@ class _Exchange:
     async def _write(self, body: bytes) -> None:
         data = self._head_bytes() + body if self.pending_head is not None else body
         if not await self.conn.send(data):
-            self.keep_alive = False
-            self._stop_waiting()  # the client is gone: let receive() say so
+            self.client_left()
 
     async def _send_500(self) -> None:
         await self.send(

@@ -6,8 +6,9 @@ helper and two context managers, and tries each read before waiting for it, whic
 100 relayed streams, those layers were about half of the proxy's CPU per event. These two
 functions do the same job directly on a non-blocking stdlib socket:
 
-- :func:`receive` waits for readability first, then reads: one ``recv`` per read. The wait is a
-  trio checkpoint (cancellable), as ``receive_some`` is.
+- :func:`receive` reads at once when bytes are there, else waits for readability (or waits first,
+  when told the bytes are still to come): one ``recv`` per read. It is a trio checkpoint, as
+  ``receive_some`` is.
 - :func:`send_all` writes at once and waits only when the kernel's buffer is full. It is a
   checkpoint only when it has to wait: every loop that calls it here also receives, which is.
 
@@ -25,20 +26,26 @@ import trio
 NETWORK_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
-async def receive(sock: socket.socket, max_bytes: int) -> bytes:
+async def receive(sock: socket.socket, max_bytes: int, *, wait_first: bool = False) -> bytes:
     """The next bytes from ``sock`` (b"" at EOF), waiting until some arrive.
+
+    Args:
+        wait_first: wait for readability before trying to read. Right when the bytes are most
+            likely still to come (the next event of a paced stream): it saves a ``recv`` that
+            would fail. Else the read is tried first, and a success yields once, as trio does.
 
     Raises:
         OSError: the connection was reset (or the socket closed).
     """
-    await trio.lowlevel.checkpoint_if_cancelled()
-    try:
-        data = sock.recv(max_bytes)
-    except BlockingIOError:
-        pass
-    else:
-        await trio.lowlevel.cancel_shielded_checkpoint()  # let others run (a bulk relay)
-        return data
+    if not wait_first:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            data = sock.recv(max_bytes)
+        except BlockingIOError:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # let others run (a bulk relay)
+            return data
     while True:
         await trio.lowlevel.wait_readable(sock)
         try:

@@ -106,9 +106,10 @@ class _Connection:
         readable, _, _ = select.select([self.sock], [], [], 0)
         return not readable
 
-    async def receive(self) -> bytes:
+    async def receive(self, *, wait_first: bool = False) -> bytes:
         if self.tls is None:
-            data = await sockio.receive(cast(socket.socket, self.sock), READ_SIZE)
+            sock = cast(socket.socket, self.sock)
+            data = await sockio.receive(sock, READ_SIZE, wait_first=wait_first)
         else:
             data = bytes(await self.tls.receive_some(READ_SIZE))
         if data:
@@ -137,6 +138,7 @@ class UpstreamResponse:
         "_keep_alive",
         "_reader",
         "_ready",
+        "_streaming",
         "headers",
         "status_code",
     )
@@ -148,6 +150,8 @@ class UpstreamResponse:
         self._conn: _Connection | None = conn
         self._done = False
         self._keep_alive = head.keep_alive
+        #: the last body read was short (see next_chunk)
+        self._streaming = False
         self._reader = BodyReader(head)
         #: body bytes that came with the head
         self._ready = self._reader.feed(rest) if rest else []
@@ -186,7 +190,10 @@ class UpstreamResponse:
         pieces, self._ready = self._ready, []
         try:
             while not pieces and not reader.done:
-                data = await conn.receive()
+                # Mid-body, after a short read, the next bytes are most likely still to come (the
+                # next event of a stream): wait before reading. After a full read, read at once.
+                data = await conn.receive(wait_first=self._streaming)
+                self._streaming = 0 < len(data) < READ_SIZE
                 if data:
                     pieces = reader.feed(data)
                 else:

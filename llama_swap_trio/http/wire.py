@@ -212,14 +212,15 @@ class BodyReader:
     passed on without a copy.
     """
 
-    __slots__ = ("_buffer", "_left", "_state", "done", "extra", "framing")
+    __slots__ = ("_left", "_pending", "_state", "done", "extra", "framing")
 
     def __init__(self, head: ResponseHead) -> None:
         self.framing = head.framing
         #: bytes of the current chunk (CHUNKED) or of the body (LENGTH) still to come
         self._left = head.length
         self._state = _SIZE
-        self._buffer = bytearray()
+        #: framing bytes (a partial size line or CRLF) waiting for the rest
+        self._pending = b""
         self.done = head.framing == Framing.NONE or (
             head.framing == Framing.LENGTH and head.length == 0
         )
@@ -247,11 +248,13 @@ class BodyReader:
             self._left = 0
             self.done = True
             return [piece]
-        if not self._buffer and self._state == _DATA and len(data) < self._left:
+        if self._state == _DATA and not self._pending and len(data) < self._left:
             self._left -= len(data)  # the middle of a large chunk: no copy
             return [data]
-        self._buffer += data
-        return self._chunks()
+        if self._pending:
+            data = self._pending + data  # only framing bytes wait here: a few at most
+        pieces, self._pending = self._chunks(data)
+        return pieces
 
     def eof(self) -> None:
         """The connection closed.
@@ -264,49 +267,47 @@ class BodyReader:
         elif not self.done:
             raise ProtocolError("the upstream closed the connection in the middle of the body")
 
-    def _chunks(self) -> list[bytes]:
-        buffer = self._buffer
+    def _chunks(self, data: bytes) -> tuple[list[bytes], bytes]:
+        """Chunk data in ``data`` (framing removed) and the unparsed rest, kept for the next read.
+
+        Data is never kept back: a chunk's bytes are passed on as far as they have arrived.
+        """
         pieces: list[bytes] = []
         pos = 0
-        end = len(buffer)
-        view = memoryview(buffer)
-        try:
-            while pos < end:
-                state = self._state
-                if state == _DATA:
-                    take = min(end - pos, self._left)
-                    pieces.append(view[pos : pos + take].tobytes())
-                    pos += take
-                    self._left -= take
-                    if self._left == 0:
-                        self._state = _DATA_END
-                elif state == _DATA_END:
-                    if end - pos < 2:
-                        break
-                    if buffer[pos : pos + 2] != b"\r\n":
-                        raise ProtocolError("chunk data not followed by CRLF")
-                    pos += 2
-                    self._state = _SIZE
-                else:
-                    eol = buffer.find(b"\r\n", pos)
-                    if eol < 0:
-                        if end - pos > _MAX_LINE:
-                            raise ProtocolError("chunk size or trailer line too long")
-                        break
-                    line = bytes(view[pos:eol])
-                    pos = eol + 2
-                    if state == _TRAILERS:
-                        if not line:
-                            self.done = True
-                            self.extra = pos < end
-                            break
-                        continue  # a trailer field: dropped (we do not relay trailers)
-                    size = line.split(b";", 1)[0].strip(b" \t")
-                    if _HEX.fullmatch(size) is None:
-                        raise ProtocolError(f"invalid chunk size line {line[:40]!r}")
-                    self._left = int(size, 16)
-                    self._state = _DATA if self._left else _TRAILERS
-        finally:
-            view.release()
-        del buffer[:pos]
-        return pieces
+        end = len(data)
+        while pos < end:
+            state = self._state
+            if state == _DATA:
+                take = min(end - pos, self._left)
+                pieces.append(data if take == end else data[pos : pos + take])
+                pos += take
+                self._left -= take
+                if self._left == 0:
+                    self._state = _DATA_END
+            elif state == _DATA_END:
+                if end - pos < 2:
+                    break
+                if not data.startswith(b"\r\n", pos):
+                    raise ProtocolError("chunk data not followed by CRLF")
+                pos += 2
+                self._state = _SIZE
+            else:
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    if end - pos > _MAX_LINE:
+                        raise ProtocolError("chunk size or trailer line too long")
+                    break
+                line = data[pos:eol]
+                pos = eol + 2
+                if state == _TRAILERS:
+                    if not line:
+                        self.done = True
+                        self.extra = pos < end
+                        return pieces, b""
+                    continue  # a trailer field: dropped (we do not relay trailers)
+                size = line.split(b";", 1)[0].strip(b" \t")
+                if _HEX.fullmatch(size) is None:
+                    raise ProtocolError(f"invalid chunk size line {line[:40]!r}")
+                self._left = int(size, 16)
+                self._state = _DATA if self._left else _TRAILERS
+        return pieces, data[pos:] if pos < end else b""
