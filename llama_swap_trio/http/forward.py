@@ -1,10 +1,12 @@
 """Relaying one HTTP request to an upstream and its response back (SPEC 3.1 "Forwarding").
 
-The shape (research python-stack 2.4): a watcher task on ``receive()`` next to the relay; the
-upstream response head is awaited with the lean client of :mod:`.upstream_client` and the body is
-passed on chunk by chunk as it arrives (no decompression, no buffering). Hypercorn writes each
-``http.response.body`` message to the socket at once, so a token reaches the client as soon as the
-upstream sends it.
+The shape (research python-stack 2.4): a disconnect watch next to the relay (the front door's
+own, or a watcher task on ``receive()``, see :mod:`.disconnect`); the upstream response head is
+awaited with the lean client of :mod:`.upstream_client` and the body is passed on as it arrives
+(no decompression, no buffering). On a front-door connection a body still arriving after the
+head is moved by the relay hub (:mod:`.relay_hub`), straight from socket to socket; elsewhere
+chunk by chunk as ``http.response.body`` messages, which the server writes at once. Either way a
+token reaches the client as soon as the upstream sends it.
 
 Errors have two regimes:
 
@@ -14,9 +16,9 @@ Errors have two regimes:
   encode/httpx#2983) is retried once, as nothing was sent to the client yet.
 - **after the head**, the status is on the wire; an upstream that dies mid-stream is reported in
   :attr:`ForwardResult.upstream_failed` and the client's response is left unfinished on purpose.
-  When the ASGI app returns, hypercorn sees a response that never sent its last body message and
-  closes the connection, so the client sees a truncated body (an incomplete chunked read) and not
-  a complete-looking one, and never a hang. This is what Go's ReverseProxy (llama-swap) does too.
+  When the ASGI app returns, the server sees a response that never sent its last body message
+  and closes the connection, so the client sees a truncated body (an incomplete chunked read)
+  and not a complete-looking one, and never a hang. Go's ReverseProxy (llama-swap) does the same.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
@@ -34,6 +37,7 @@ from llama_swap_trio.config.model import ModelConfig
 from llama_swap_trio.http.asgi import Receive, Scope, Send
 from llama_swap_trio.http.disconnect import ClientWatch, watching
 from llama_swap_trio.http.pool import ClientPool
+from llama_swap_trio.http.relay_hub import DONE, RELAY_EXTENSION, UPSTREAM_FAILED
 from llama_swap_trio.http.upstream_client import (
     BrokenResponse,
     ClosedBeforeResponse,
@@ -43,6 +47,7 @@ from llama_swap_trio.http.upstream_client import (
     UpstreamResponse,
 )
 from llama_swap_trio.http.usage import UsageSniffer
+from llama_swap_trio.http.wire import BodyReader
 from llama_swap_trio.routing.api import Grant
 
 log = logging.getLogger(__name__)
@@ -64,8 +69,15 @@ HOP_BY_HOP = frozenset(
 #: request headers we set ourselves: host (the upstream's), content-length (of the rewritten
 #: body), expect (the body was already read in full, there is nothing to continue)
 _REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
-#: hypercorn adds its own date and server headers; forwarding the upstream's would duplicate them
+#: the server adds its own date header (hypercorn a server header too); forwarding the upstream's
+#: would duplicate them
 _RESPONSE_DROP = HOP_BY_HOP | {b"date", b"server"}
+
+#: the front door's relay (``_Exchange.relay``): upstream socket, framing state, bytes already
+#: read, accounting callback -> outcome
+RelayFunction = Callable[
+    [socket.socket, BodyReader, list[bytes], Callable[[bytes], None]], Awaitable[str]
+]
 
 #: ``ForwardResult.status`` when the client went away before a response head was relayed
 #: (nginx's convention)
@@ -226,7 +238,7 @@ class _Relay:
     status: int = CLIENT_CLOSED
     first_byte: float | None = None
     upstream_failed: bool = False
-    #: the last body message is being sent: hypercorn then reports http.disconnect to the app,
+    #: the last body message is being sent: a server then reports http.disconnect to the app,
     #: which is the normal end of the exchange, not a client that went away
     complete: bool = False
     #: the client went away before the response was complete
@@ -286,7 +298,8 @@ async def _forward(
             if headers_sent and not 200 <= response.status_code < 300:
                 error_body = await _read_error_body(response)
             else:
-                final = await _relay_body(send, response, relay, headers_sent)
+                hub = scope.get("extensions", {}).get(RELAY_EXTENSION)
+                final = await _relay_body(send, response, relay, headers_sent, hub)
         if guard.cancelled_caught:
             relay.disconnected = True
         elif error_body is not None:
@@ -353,10 +366,15 @@ async def _open(
 
 
 async def _relay_body(
-    send: Send, response: UpstreamResponse, relay: _Relay, headers_sent: bool
+    send: Send,
+    response: UpstreamResponse,
+    relay: _Relay,
+    headers_sent: bool,
+    hub: RelayFunction | None,
 ) -> bytes | None:
     """Pass the response head (unless already sent) and the body on as they arrive, all but the
-    last chunk, which is returned (None when the upstream broke its response off)."""
+    last chunk, which is returned; None when nothing is left to send (the relay hub sent it
+    all, or the upstream broke its response off, or the client left)."""
     relay.sse = _is_sse(response)
     sniffer = relay.sniffer = UsageSniffer(
         (response.header(b"content-type") or b"").decode("latin-1"),
@@ -370,6 +388,10 @@ async def _relay_body(
                 "headers": response_headers(response),
             }
         )
+    parts = response.relay_parts() if hub is not None else None
+    if hub is not None and parts is not None:
+        await _relay_in_hub(hub, parts, response, relay)
+        return None
     try:
         while (chunk := await response.next_chunk()) is not None:
             if relay.first_byte is None:
@@ -387,6 +409,35 @@ async def _relay_body(
         relay.upstream_failed = True
         return None
     return b""
+
+
+async def _relay_in_hub(
+    hub: RelayFunction,
+    parts: tuple[socket.socket, BodyReader, list[bytes]],
+    response: UpstreamResponse,
+    relay: _Relay,
+) -> None:
+    """The front door's relay hub moves the rest of the body (http/relay_hub.py)."""
+    sniffer = relay.sniffer
+    assert sniffer is not None
+
+    def on_data(piece: bytes) -> None:
+        if relay.first_byte is None:
+            relay.first_byte = trio.current_time()
+        sniffer.feed(piece)
+
+    try:
+        outcome = await hub(*parts, on_data)
+    finally:
+        response.relay_ended()
+    if outcome == DONE:
+        if relay.first_byte is None:
+            relay.first_byte = trio.current_time()
+        relay.complete = True
+    elif outcome == UPSTREAM_FAILED:
+        relay.upstream_failed = True  # the client's response is left truncated, as below
+    else:
+        relay.disconnected = True
 
 
 async def _read_error_body(response: UpstreamResponse) -> bytes:

@@ -13,6 +13,11 @@ a chunked upload, ``Expect``, HTTP/1.0, anything malformed) hands the connection
 already read, to hypercorn's own connection handler for the rest of its life. Nothing is refused
 here: refusing stays hypercorn's (h11's) job, so the edge cases keep their tested answers.
 
+Per connection, a reader task reads the socket all along (:class:`_Connection`), so a client's
+leaving is noticed without a task per request; the app gets two extensions in the scope: the
+request's :class:`~.disconnect.ClientWatch`, fired by the reader, and ``relay``, which hands the
+rest of an upstream body to the relay hub (:mod:`.relay_hub`).
+
 Semantics kept from hypercorn, which the app relies on:
 
 - ``send()`` never raises because the client went away; the disconnect shows as
@@ -52,7 +57,8 @@ from hypercorn.utils import wrap_app
 from llama_swap_trio.http import hypercorn_patch, sockio
 from llama_swap_trio.http.asgi import ASGIApp, Message
 from llama_swap_trio.http.disconnect import WATCH_EXTENSION, ClientWatch
-from llama_swap_trio.http.wire import MAX_HEAD, RequestHead, parse_request_head
+from llama_swap_trio.http.relay_hub import CLIENT_GONE, RELAY_EXTENSION, RelayHub
+from llama_swap_trio.http.wire import MAX_HEAD, BodyReader, RequestHead, parse_request_head
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +96,8 @@ class FrontDoor:
         self.context = WorkerContext(None)
         self._hypercorn_app = wrap_app(cast(Any, app), hypercorn_config.wsgi_max_body_size, "asgi")
         self.closing = False
+        #: relays streamed bodies for every connection (relay_hub.py); run by ``serve``
+        self.hub = RelayHub()
         #: cancel scopes of connections waiting for their next request, cancelled when closing
         self.idle: set[trio.CancelScope] = set()
         self._date = b""
@@ -369,7 +377,7 @@ class _Exchange:
             "headers": head.headers,
             "client": self.conn.client,
             "server": self.conn.server,
-            "extensions": {WATCH_EXTENSION: self.watch},
+            "extensions": {WATCH_EXTENSION: self.watch, RELAY_EXTENSION: self.relay},
         }
 
     async def run(self) -> None:
@@ -499,10 +507,12 @@ class _Exchange:
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    async def _send_body(self, body: bytes, more: bool) -> None:
+    def frame(self, body: bytes, more: bool) -> bytes:
+        """The bytes to write for a body message: the head first while it is pending, the body
+        framed (chunked, or cut to the declared length). The last message completes the
+        response. Used by ``send`` and by the relay hub."""
         if not more:
             self.complete = True
-            self._end()
         if self.suppress_body:
             body = b""
         elif self.chunked:
@@ -517,8 +527,40 @@ class _Exchange:
             self.length_left -= len(body)
             if not more and self.length_left:
                 self.complete = False  # less than declared: the client sees it truncated
-        if body or self.pending_head is not None:
-            await self._write(body)
+        if self.pending_head is not None:
+            return self._head_bytes() + body
+        return body
+
+    async def _send_body(self, body: bytes, more: bool) -> None:
+        data = self.frame(body, more)
+        if not more:
+            self._end()
+        if data:
+            await self._write(data)
+
+    async def relay(
+        self,
+        upstream: socket.socket,
+        reader: BodyReader,
+        ready: list[bytes],
+        on_data: Callable[[bytes], None],
+    ) -> str:
+        """Relay the rest of an upstream body to this client in the relay hub (relay_hub.py), to
+        its end; offered to the app as ``extensions[RELAY_EXTENSION]``. Returns the outcome
+        (``DONE``, ``UPSTREAM_FAILED``, ``CLIENT_GONE``). Cancellable: the relay then stops."""
+        hub = self.conn.door.hub
+        relay = hub.start(upstream, reader, ready, self.conn.sock, self.frame, on_data)
+        try:
+            await relay.finished.wait()
+        finally:
+            hub.stop(relay)
+        outcome = relay.outcome or CLIENT_GONE
+        if outcome == CLIENT_GONE:
+            self.conn.open = False
+            self.client_left()
+        elif self.complete:
+            self._end()
+        return outcome
 
     async def _write(self, body: bytes) -> None:
         data = self._head_bytes() + body if self.pending_head is not None else body
@@ -592,21 +634,23 @@ async def serve(
         )
     ]
     try:
-        urls = [_url(listener) for listener in listeners]
-        async with trio.open_nursery() as connections:
-            async with trio.open_nursery() as accepting:
+        async with trio.open_nursery() as server:
+            server.start_soon(door.hub.run)  # outlives every connection: they use it
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as accepting:
+                    for listener in listeners:
+                        accepting.start_soon(_accept, door, listener, connections)
+                    task_status.started([_url(listener) for listener in listeners])
+                    await shutdown_trigger()
+                    accepting.cancel_scope.cancel()
                 for listener in listeners:
-                    accepting.start_soon(_accept, door, listener, connections)
-                task_status.started(urls)
-                await shutdown_trigger()
-                accepting.cancel_scope.cancel()
-            for listener in listeners:
-                listener.close()
-            await door.begin_closing()
-            timeout = hypercorn_config.graceful_timeout
-            connections.cancel_scope.deadline = trio.current_time() + (
-                timeout if timeout is not None else math.inf
-            )
+                    listener.close()
+                await door.begin_closing()
+                timeout = hypercorn_config.graceful_timeout
+                connections.cancel_scope.deadline = trio.current_time() + (
+                    timeout if timeout is not None else math.inf
+                )
+            server.cancel_scope.cancel()
     finally:
         for listener in listeners:
             listener.close()

@@ -211,6 +211,20 @@ class UpstreamResponse:
             return None
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
+    def relay_parts(self) -> tuple[socket.socket, BodyReader, list[bytes]] | None:
+        """What the relay hub needs to move the rest of the body itself (http/relay_hub.py): the
+        socket, the framing state and the bytes already read; None when there is no rest to move
+        (the body is complete) or the hub cannot (TLS). Call :meth:`relay_ended` after it."""
+        conn = self._conn
+        if conn is None or conn.tls is not None or self._reader.done:
+            return None
+        ready, self._ready = self._ready, []
+        return cast(socket.socket, conn.sock), self._reader, ready
+
+    def relay_ended(self) -> None:
+        """The hub is done with the body: a body read to its end makes the connection reusable."""
+        self._done = self._reader.done
+
     def close(self) -> None:
         """Release the connection: pooled after a complete body, else closed. Idempotent."""
         conn, self._conn = self._conn, None

@@ -30,8 +30,10 @@ import attrs
 
 #: JSON bodies larger than this are not parsed for usage
 MAX_JSON_BYTES = 1 << 20
-#: an SSE line longer than this is skipped (no usage chunk is that large)
-MAX_SSE_LINE = 1 << 20
+#: an SSE line longer than this is skipped: usage and timings come in small events (well under
+#: 1 KiB from OpenAI, vLLM, llama-server, Anthropic), and carrying long content lines over from
+#: read to read cost a copy and two scans each (half the CPU of a bulk relay)
+MAX_SSE_LINE = 16 * 1024
 
 
 @attrs.frozen
@@ -106,39 +108,43 @@ class UsageSniffer:
     # -- SSE -------------------------------------------------------------------------------------
 
     def _feed_sse(self, chunk: bytes) -> None:
-        if not self._buffer and not self._skipping and _no_key(chunk):
-            # Fast path (nearly every token chunk, and bulk streams): no complete line in this
-            # chunk can hold usage, so only keep its unfinished last line, if any, for the next.
-            tail = chunk[chunk.rfind(b"\n") + 1 :]
-            if len(tail) > MAX_SSE_LINE:
-                self._skipping = True
-            elif tail:
-                self._buffer += tail
-            return
         start = 0
+        if self._buffer or self._skipping:
+            # First finish the line the previous chunk left unfinished.
+            end = chunk.find(b"\n")
+            if end < 0:
+                self._keep(chunk)
+                return
+            if self._skipping:
+                self._skipping = False
+            else:
+                self._buffer += chunk[:end]
+                line = bytes(self._buffer)
+                self._buffer.clear()
+                self._sse_line(line)
+            start = end + 1
+        if chunk.find(b'"usage"', start) < 0 and chunk.find(b'"timings"', start) < 0:
+            # Fast path (nearly every token chunk, and bulk streams): no complete line in the
+            # rest can hold usage, so only keep its unfinished last line, if any, for the next.
+            self._keep(chunk[max(start, chunk.rfind(b"\n") + 1) :])
+            return
         while True:
             end = chunk.find(b"\n", start)
             if end < 0:
-                rest = chunk[start:]
-                if not self._skipping:
-                    if len(self._buffer) + len(rest) > MAX_SSE_LINE:
-                        self._skipping = True
-                        self._buffer.clear()
-                    else:
-                        self._buffer += rest
+                self._keep(chunk[start:])
                 return
-            piece = chunk[start:end]
+            self._sse_line(chunk[start:end])
             start = end + 1
-            if self._skipping:
-                self._skipping = False
-                continue
-            if self._buffer:
-                self._buffer += piece
-                line = bytes(self._buffer)
-                self._buffer.clear()
-            else:
-                line = piece
-            self._sse_line(line)
+
+    def _keep(self, rest: bytes) -> None:
+        """Keep an unfinished line for the next chunk; skip it if it grows too long."""
+        if not rest or self._skipping:
+            return
+        if len(self._buffer) + len(rest) > MAX_SSE_LINE:
+            self._skipping = True
+            self._buffer.clear()
+        else:
+            self._buffer += rest
 
     def _sse_line(self, line: bytes) -> None:
         if not line.startswith(b"data:"):
@@ -209,10 +215,6 @@ class UsageSniffer:
             self._completion = completion
         if tps is not None:
             self._tps = tps
-
-
-def _no_key(data: bytes) -> bool:
-    return b'"usage"' not in data and b'"timings"' not in data
 
 
 def _nested(value: dict[str, Any], outer: str, inner: str) -> object:

@@ -19,6 +19,7 @@ from trio_websocket import open_websocket_url
 from llama_swap_trio.http import server
 from llama_swap_trio.http.asgi import Receive, Scope, Send
 from llama_swap_trio.http.disconnect import WATCH_EXTENSION, ClientWatch
+from llama_swap_trio.http.relay_hub import RELAY_EXTENSION
 from llama_swap_trio.http.server import MAX_DRAIN
 
 pytestmark = pytest.mark.trio
@@ -186,8 +187,9 @@ async def test_keep_alive_requests_get_complete_responses_and_the_scope_hypercor
             assert b"server" not in headers
             assert b"connection" not in headers
     scope = app.scopes[0]
-    # the one extension: the front door's disconnect watch (http/disconnect.py)
+    # the front door's own extensions: its disconnect watch and its relay hub
     assert isinstance(scope["extensions"].pop(WATCH_EXTENSION), ClientWatch)
+    assert callable(scope["extensions"].pop(RELAY_EXTENSION))
     assert {k: v for k, v in scope.items() if k not in ("client", "server")} == {
         "type": "http",
         "http_version": "1.1",

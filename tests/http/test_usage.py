@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llama_swap_trio.http.usage import MAX_JSON_BYTES, Usage, UsageSniffer
+from llama_swap_trio.http.usage import MAX_JSON_BYTES, MAX_SSE_LINE, Usage, UsageSniffer
 
 
 def feed_split(sniffer: UsageSniffer, body: bytes, cuts: list[int]) -> Usage:
@@ -146,3 +146,11 @@ def test_sse_chunks_without_usage_leave_no_line_behind() -> None:
         sniffer.feed(b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n')
     sniffer.feed(b'data: {"usage":{"prompt_tokens":1,"completion_tokens":100}}\n\n')
     assert sniffer.result().completion_tokens == 100
+
+
+def test_sse_lines_too_long_to_hold_usage_are_skipped_and_the_next_is_read() -> None:
+    sniffer = UsageSniffer("text/event-stream")
+    sniffer.feed(b"data: {" + b"x" * MAX_SSE_LINE)
+    sniffer.feed(b'x"usage": {"prompt_tokens": 1}}\n\n')  # the end of the long line: skipped
+    sniffer.feed(b'data: {"usage": {"prompt_tokens": 7, "completion_tokens": 2}}\n\n')
+    assert sniffer.result() == Usage(7, 2)
