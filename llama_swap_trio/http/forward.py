@@ -164,11 +164,19 @@ def request_headers(scope: Scope, body: bytes) -> list[tuple[bytes, bytes]]:
 def response_headers(response: UpstreamResponse) -> list[tuple[bytes, bytes]]:
     """The upstream's headers as sent to the client (SSE also gets ``x-accel-buffering: no``).
 
-    h11 has already lower-cased the names.
+    Names are lower case (the client's parser). ``Content-Length`` is rewritten as the one length
+    the body is actually delimited by (a list like ``5, 5`` becomes ``5``) and dropped when the
+    body is chunked or runs to the close (RFC 9112 6.3: Transfer-Encoding overrides it); the
+    server then frames the body itself. Bodiless answers (HEAD, 204, 304) keep the upstream's.
     """
     raw = response.headers
     drop = _RESPONSE_DROP | _connection_tokens(raw) if _has_connection(raw) else _RESPONSE_DROP
+    length = response.content_length
+    if length is not None or response.has_body:
+        drop = drop | {b"content-length"}
     out = [(name, value) for name, value in raw if name not in drop]
+    if length is not None:
+        out.append((b"content-length", b"%d" % length))
     if _is_sse(response) and not any(name == b"x-accel-buffering" for name, _ in out):
         # tells nginx and friends in front of us not to buffer the token stream (llama-swap #236)
         out.append((b"x-accel-buffering", b"no"))

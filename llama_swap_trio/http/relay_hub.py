@@ -180,10 +180,15 @@ class RelayHub:
                     relay = relays.get(fd)
                     if relay is None:
                         continue
-                    if fd == relay._client.fileno():
-                        relay.on_client_writable()
-                    else:
-                        relay.on_upstream_readable()
+                    try:
+                        if fd == relay._client.fileno():
+                            relay.on_client_writable()
+                        else:
+                            relay.on_upstream_readable()
+                    except Exception:
+                        # A bug or a hostile body in one relay must not end every other one.
+                        log.exception("relaying a response body failed")
+                        relay._finish(UPSTREAM_FAILED)
         finally:
             for relay in list(relays.values()):
                 relay._finish(CLIENT_GONE)
@@ -209,7 +214,11 @@ class RelayHub:
             on_data: called with every piece of body relayed (accounting).
         """
         relay = Relay(self, upstream, reader, client, frame, on_data)
-        relay.pass_on(ready)
+        try:
+            relay.pass_on(ready)
+        except Exception:
+            log.exception("relaying a response body failed")
+            relay._finish(UPSTREAM_FAILED)
         if relay.outcome is None and relay not in self._paused:
             self._watch(upstream.fileno(), relay, _IN)
         return relay

@@ -57,7 +57,7 @@ from hypercorn.utils import wrap_app
 from llama_swap_trio.http import hypercorn_patch, sockio
 from llama_swap_trio.http.asgi import ASGIApp, Message
 from llama_swap_trio.http.disconnect import WATCH_EXTENSION, ClientWatch
-from llama_swap_trio.http.relay_hub import CLIENT_GONE, RELAY_EXTENSION, RelayHub
+from llama_swap_trio.http.relay_hub import CLIENT_GONE, DONE, RELAY_EXTENSION, RelayHub
 from llama_swap_trio.http.wire import MAX_HEAD, BodyReader, RequestHead, parse_request_head
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ class _Connection:
         "open",
         "server",
         "sock",
+        "unread",
     )
 
     def __init__(self, door: FrontDoor, sock: socket.socket) -> None:
@@ -176,6 +177,8 @@ class _Connection:
         self._data: trio.Event | None = None  # set when bytes (or EOF) arrive
         self._resume: trio.Event | None = None  # set when the reader may read on
         self._discard = False  # lingering: drop what arrives
+        #: an exchange ended with part of its request body unread (see ``_linger``)
+        self.unread = False
         try:
             self.client: tuple[str, int] | None = sock.getpeername()[:2]
             self.server: tuple[str, int] | None = sock.getsockname()[:2]
@@ -253,18 +256,21 @@ class _Connection:
         door = self.door
         buffer = self.buffer
         while self.open:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > MAX_HEAD:
-                    return False
-                if not await self._wait_for_request(idle=not buffer):
+            # One deadline for the whole head: a client trickling a byte at a time does not
+            # get a fresh keep-alive timeout per byte.
+            deadline = trio.current_time() + door.keep_alive_timeout
+            while (end := buffer.find(b"\r\n\r\n")) < 0:
+                if len(buffer) > MAX_HEAD or b"\n\n" in buffer:
+                    return False  # too large, or bare-LF line endings: hypercorn decides
+                if not await self._wait_for_request(deadline, idle=not buffer):
                     return True
-                continue
             head = parse_request_head(bytes(buffer[:end]))
             if head is None:
                 return False
             self.take(end + 4)
             exchange = self.exchange = _Exchange(self, head)
+            if self.eof:
+                exchange.client_left()  # sent its request and left: as hypercorn, a disconnect
             try:
                 await exchange.run()
             finally:
@@ -273,16 +279,16 @@ class _Connection:
                 return True
         return True
 
-    async def _wait_for_request(self, *, idle: bool) -> bool:
-        """Wait for more of the next request; False when the client closed or the wait timed out.
+    async def _wait_for_request(self, deadline: float, *, idle: bool) -> bool:
+        """Wait for more of the next request; False when the client closed or ``deadline`` passed.
 
-        Bounded by the keep-alive timeout; a connection waiting for a new request (``idle``)
-        closes at once when the server starts closing.
+        A connection waiting for a new request (``idle``) closes at once when the server starts
+        closing.
         """
         door = self.door
         if idle and door.closing:
             return False
-        with trio.CancelScope(deadline=trio.current_time() + door.keep_alive_timeout) as waiting:
+        with trio.CancelScope(deadline=deadline) as waiting:
             door.idle.add(waiting)
             try:
                 more = await self.more_data()
@@ -297,8 +303,8 @@ class _Connection:
         makes the kernel send RST, and an RST can destroy the response the client has not read
         yet. So, like nginx's lingering close, wait a little for the client to close first.
         """
-        if self.eof or not self.open:
-            return
+        if self.eof or not self.open or not (self.buffer or self.unread):
+            return  # no input left unread: a plain close sends FIN, not RST
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except _NETWORK_ERRORS:
@@ -392,8 +398,14 @@ class _Exchange:
             await self._send_500()
         elif not self.complete:
             self.keep_alive = False  # left truncated on purpose (see the module docstring)
+            if self.pending_head is not None:
+                # A Content-Length head still held back for its first body bytes: send it, so
+                # the client sees a response cut short, not a connection closed with no answer
+                # (which clients take for a stale connection and may silently retry).
+                await self._write(b"")
         if self.keep_alive and self.body_left > 0:
             self.keep_alive = await self._skip_body()
+        self.conn.unread = self.body_left > 0
 
     # -- receive -----------------------------------------------------------------------------------
 
@@ -441,15 +453,18 @@ class _Exchange:
             self.ended.set()
 
     async def _skip_body(self) -> bool:
-        """Read and drop the body the app did not read, if it is small; else close."""
+        """Read and drop the body the app did not read, if it is small (and comes within the
+        keep-alive timeout); else close."""
         conn = self.conn
         if self.body_left > MAX_DRAIN:
             return False
-        while self.body_left > 0:
-            if not conn.buffer and not await conn.more_data():
-                return False
-            self.body_left -= len(conn.take(self.body_left))
-        return True
+        with trio.move_on_after(conn.door.keep_alive_timeout):
+            while self.body_left > 0:
+                if not conn.buffer and not await conn.more_data():
+                    return False
+                self.body_left -= len(conn.take(self.body_left))
+            return True
+        return False
 
     # -- send --------------------------------------------------------------------------------------
 
@@ -554,6 +569,10 @@ class _Exchange:
             await relay.finished.wait()
         finally:
             hub.stop(relay)
+            if relay.outcome != DONE and self.pending_head is None:
+                # a frame may be half written: never write to, or reuse, the connection again
+                # (with the head still pending nothing was written: it can still go out)
+                self.conn.open = False
         outcome = relay.outcome or CLIENT_GONE
         if outcome == CLIENT_GONE:
             self.conn.open = False

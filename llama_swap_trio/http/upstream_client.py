@@ -41,6 +41,7 @@ from llama_swap_trio.http import sockio
 from llama_swap_trio.http.wire import (
     MAX_RESPONSE_HEAD,
     BodyReader,
+    Framing,
     ProtocolError,
     ResponseHead,
     parse_response_head,
@@ -103,8 +104,10 @@ class _Connection:
         if now - self.idle_since > expiry or self.sock.fileno() < 0:
             return False
         # Readable while idle means EOF (the server closed it) or data nobody asked for.
-        readable, _, _ = select.select([self.sock], [], [], 0)
-        return not readable
+        # poll, not select: select() refuses descriptors >= 1024, which a busy daemon reaches.
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
 
     async def receive(self, *, wait_first: bool = False) -> bytes:
         if self.tls is None:
@@ -139,6 +142,8 @@ class UpstreamResponse:
         "_reader",
         "_ready",
         "_streaming",
+        "content_length",
+        "has_body",
         "headers",
         "status_code",
     )
@@ -156,6 +161,10 @@ class UpstreamResponse:
         #: body bytes that came with the head
         self._ready = self._reader.feed(rest) if rest else []
         self.status_code = head.status
+        #: the body's length when it is delimited by Content-Length, else None
+        self.content_length = head.length if head.framing == Framing.LENGTH else None
+        #: the response has a body (not HEAD, 1xx, 204 or 304)
+        self.has_body = head.framing != Framing.NONE
         self.headers = head.headers
 
     @property
@@ -339,7 +348,10 @@ class UpstreamClient:
             if head.status == 101:
                 raise BrokenResponse("unexpected 101 Switching Protocols")
             if head.status >= 200:
-                return UpstreamResponse(self, conn, head, buffer)
+                try:
+                    return UpstreamResponse(self, conn, head, buffer)
+                except ProtocolError as exc:  # bad framing in the body bytes that came along
+                    raise BrokenResponse(str(exc)) from exc
             # 100 Continue and friends: the real head follows
 
     def _reuse(self) -> _Connection | None:

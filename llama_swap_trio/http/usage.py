@@ -155,7 +155,7 @@ class UsageSniffer:
         data = line[5:].strip()
         try:
             value = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # malformed, or nested past the parser's depth
             return
         if isinstance(value, dict):
             self._object(value)
@@ -168,7 +168,7 @@ class UsageSniffer:
             return
         try:
             value = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # malformed, or nested past the parser's depth
             return
         if isinstance(value, list) and value and isinstance(value[-1], dict):
             value = value[-1]  # /infill answers an array; the last element has the timings

@@ -21,6 +21,7 @@ from hypercorn.trio import serve
 
 from llama_swap_trio.config.model import ModelConfig, Timeouts
 from llama_swap_trio.errors import ProxyError
+from llama_swap_trio.http import server as front_door
 from llama_swap_trio.http.asgi import Receive, Scope, Send
 from llama_swap_trio.http.forward import ForwardResult, forward_http
 from llama_swap_trio.http.pool import ClientPool
@@ -107,6 +108,17 @@ async def start_server(nursery: trio.Nursery, app: App) -> str:
     config.errorlog = logging.getLogger("tests.hypercorn")
     binds: list[str] = await nursery.start(partial(serve, with_lifespan(app), config))
     return binds[0]
+
+
+async def start_front_door(nursery: trio.Nursery, app: App) -> str:
+    """Serve ``app`` with the daemon's own server (http/server.py) on 127.0.0.1:0."""
+    config = HypercornConfig()
+    config.graceful_timeout = 0.5
+    config.errorlog = logging.getLogger("tests.hypercorn")
+    urls: list[str] = await nursery.start(
+        partial(front_door.serve, app, config, "127.0.0.1", 0, shutdown_trigger=trio.sleep_forever)
+    )
+    return urls[0]
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -216,6 +228,16 @@ def upstream_app(rec: Recorder) -> App:
             await send({"type": "http.response.body", "body": b"data: {}\n\n", "more_body": True})
             await trio.sleep(0.05)
             # return without the last body message: hypercorn drops the connection
+        elif path == "/length-then-die":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", b"100")],
+                }
+            )
+            await trio.sleep(0.05)
+            # return before a single body byte: hypercorn drops the connection after the head
         elif path == "/slow-head":
             await watch_disconnect(receive)
         elif path == "/error":

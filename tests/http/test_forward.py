@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from functools import partial
+from typing import Any, cast
 
 import attrs
 import httpx
@@ -13,8 +14,15 @@ import pytest
 import trio
 
 from llama_swap_trio.errors import ProxyError
-from llama_swap_trio.http.forward import CLIENT_CLOSED, forward_http, request_headers
+from llama_swap_trio.http.forward import (
+    CLIENT_CLOSED,
+    forward_http,
+    request_headers,
+    response_headers,
+)
 from llama_swap_trio.http.pool import ClientPool
+from llama_swap_trio.http.upstream_client import UpstreamResponse
+from llama_swap_trio.http.wire import parse_response_head
 
 from .forward_support import (
     ProxyState,
@@ -22,6 +30,7 @@ from .forward_support import (
     closed_port,
     grant_for,
     proxy_app,
+    start_front_door,
     start_server,
     upstream_app,
     wait_for,
@@ -37,13 +46,16 @@ class Setup:
     client: httpx.AsyncClient
 
 
-@pytest.fixture
-async def setup(nursery: trio.Nursery) -> AsyncIterator[Setup]:
+@pytest.fixture(params=["front_door", "hypercorn"])
+async def setup(nursery: trio.Nursery, request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
+    """Each forwarding test runs with the proxy app on both servers: the daemon's front door
+    (with its relay hub) and hypercorn (plain ASGI messages, as on a handed-over connection)."""
     rec = Recorder()
     upstream_url = await start_server(nursery, upstream_app(rec))
     pool = ClientPool()
     state = ProxyState(grant=grant_for(upstream_url), pool=pool)
-    proxy_url = await start_server(nursery, proxy_app(state))
+    start = start_front_door if request.param == "front_door" else start_server
+    proxy_url = await start(nursery, proxy_app(state))
     async with httpx.AsyncClient(base_url=proxy_url, trust_env=False) as client:
         yield Setup(rec, upstream_url, proxy_url, state, client)
     await pool.aclose()
@@ -130,6 +142,27 @@ async def test_upstream_dying_mid_stream_truncates_the_client_response(setup: Se
     result = setup.state.results[0]
     assert result.upstream_failed
     assert not result.client_disconnected
+
+
+async def test_upstream_dying_before_the_first_byte_of_a_sized_body_still_shows_the_head(
+    setup: Setup,
+) -> None:
+    # given an upstream that sends a head with a Content-Length, then closes
+    # when the client reads, then it sees the status and a body cut short: never a connection
+    # closed with no answer at all, which clients take for a stale connection and retry
+    statuses: list[int] = []
+
+    async def read_all() -> None:
+        async with setup.client.stream("POST", "/length-then-die") as response:
+            statuses.append(response.status_code)
+            async for _ in response.aiter_raw():
+                pass
+
+    with trio.fail_after(5), pytest.raises(httpx.RemoteProtocolError):
+        await read_all()
+    assert statuses == [200]
+    await wait_for(lambda: bool(setup.state.results))
+    assert setup.state.results[0].upstream_failed
 
 
 async def test_connection_refused_raises_502() -> None:
@@ -327,3 +360,23 @@ def test_error_event_object_keeps_the_upstream_error() -> None:
     fallback = _error_object(model, 500, b"boom")
     assert fallback["code"] == "upstream_error"
     assert "500: boom" in str(fallback["message"])
+
+
+@pytest.mark.parametrize(
+    ("raw_head", "method", "expected"),
+    [
+        # a list of equal lengths becomes the one length
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5", "GET", [(b"content-length", b"5")]),
+        # Transfer-Encoding overrides Content-Length (RFC 9112 6.3): the server frames it
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked", "GET", []),
+        # a bodiless answer keeps the length of what a GET would have got
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 9", "HEAD", [(b"content-length", b"9")]),
+    ],
+)
+def test_content_length_is_passed_on_as_the_body_is_really_delimited(
+    raw_head: bytes, method: str, expected: list[tuple[bytes, bytes]]
+) -> None:
+    response = UpstreamResponse(
+        cast(Any, None), cast(Any, None), parse_response_head(raw_head, method), b""
+    )
+    assert response_headers(response) == expected

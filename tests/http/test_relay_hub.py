@@ -4,6 +4,7 @@ hub clean. (Through the daemon, every streamed e2e test goes through the hub as 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -180,3 +181,28 @@ async def test_relays_still_running_when_the_hub_stops_end_as_client_gone() -> N
             relay = hub.start(up_hub, chunked_reader(), [], client_hub, frame, lambda _: None)
         assert relay.finished.is_set()
         assert relay.outcome == CLIENT_GONE
+
+
+async def test_an_error_in_one_relay_ends_only_that_relay() -> None:
+    bad_up, bad_up_test = pair()
+    bad_client, bad_client_test = pair()
+    up_hub, up_test = pair()
+    client_hub, client_test = pair()
+
+    def broken_accounting(piece: bytes) -> None:
+        raise RuntimeError("a bug in accounting")
+
+    sockets = (bad_up, bad_up_test, bad_client, bad_client_test, up_hub, up_test, client_hub)
+    with contextlib.ExitStack() as stack:
+        for sock in (*sockets, client_test):
+            stack.enter_context(sock)
+        async with running_hub() as hub:
+            bad = hub.start(bad_up, chunked_reader(), [], bad_client, frame, broken_accounting)
+            good = hub.start(up_hub, chunked_reader(), [], client_hub, frame, lambda _: None)
+            await sockio.send_all(bad_up_test, chunk(b"boom"))
+            with trio.fail_after(WAIT):
+                await bad.finished.wait()
+            assert bad.outcome == UPSTREAM_FAILED
+            await sockio.send_all(up_test, chunk(b"still fine") + b"0\r\n\r\n")
+            assert await read_until(client_test, END) == b"still fine" + END
+            assert good.outcome == DONE

@@ -27,18 +27,21 @@ pytestmark = pytest.mark.trio
 WAIT = 10
 
 
-def _config(graceful: float = 5.0) -> Any:
+def _config(graceful: float = 5.0, keep_alive: float = 75.0) -> Any:
     from hypercorn.config import Config
 
     hc = Config()
     hc.graceful_timeout = graceful
+    hc.keep_alive_timeout = keep_alive
     hc.accesslog = None
     hc.websocket_ping_interval = None
     return hc
 
 
 @asynccontextmanager
-async def serving(app: Any, *, graceful: float = 5.0) -> AsyncIterator[tuple[int, trio.Event]]:
+async def serving(
+    app: Any, *, graceful: float = 5.0, keep_alive: float = 75.0
+) -> AsyncIterator[tuple[int, trio.Event]]:
     """Serve ``app``; yields (port, shutdown trigger). Stops (gracefully) at the end."""
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -46,7 +49,7 @@ async def serving(app: Any, *, graceful: float = 5.0) -> AsyncIterator[tuple[int
             partial(
                 server.serve,
                 app,
-                _config(graceful),
+                _config(graceful, keep_alive),
                 "127.0.0.1",
                 0,
                 shutdown_trigger=stop.wait,
@@ -448,3 +451,60 @@ async def test_shutdown_closes_idle_connections_and_lets_a_response_in_flight_fi
             assert body == b"done"
             assert headers[b"connection"] == b"close"
             assert await busy.read_to_eof() == b""
+
+
+async def test_a_length_response_the_app_abandons_still_shows_its_head_then_closes() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-length", b"100")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        # the upstream broke off before the first body byte: the app returns
+
+    async with serving(app) as (port, _), connect(port) as client:
+        await client.stream.send_all(get("/"))
+        answer = await client.read_to_eof()
+        # a response cut short, not a connection closed with no answer (clients retry those)
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert answer.endswith(b"\r\n\r\n")
+
+
+async def test_a_head_trickled_byte_by_byte_gets_one_timeout_not_one_per_byte() -> None:
+    async with serving(Echo(), keep_alive=0.5) as (port, _), connect(port) as client:
+        request = get("/") + b"X-Padding: " + b"a" * 200 + b"\r\n\r\n"
+        closed = False
+        with trio.fail_after(WAIT):
+            for byte in request[:-4]:
+                try:
+                    await client.stream.send_all(bytes([byte]))
+                except trio.BrokenResourceError:
+                    closed = True
+                    break
+                with trio.move_on_after(0.05):
+                    if await client.stream.receive_some(100) == b"":
+                        closed = True
+                        break
+        assert closed  # within about 0.5 s of the first byte, long before the head was done
+
+
+async def test_a_head_with_bare_lf_line_endings_is_answered_by_hypercorn() -> None:
+    async with serving(Echo()) as (port, _), connect(port) as client:
+        await client.stream.send_all(b"GET / HTTP/1.1\nHost: t\n\n")
+        line = await client.read_until(b"\r\n")
+        assert line.startswith(b"HTTP/1.1 ")
+
+
+async def test_a_client_that_sent_its_request_and_left_is_reported_as_disconnect() -> None:
+    seen: list[str] = []
+    done = trio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await read_body(receive)
+        seen.append((await receive())["type"])
+        seen.append(str(scope["extensions"][WATCH_EXTENSION].disconnected))
+        done.set()
+
+    async with serving(app) as (port, _):
+        async with connect(port) as client:
+            await client.stream.send_all(post("/a", b"{}"))
+        with trio.fail_after(WAIT):
+            await done.wait()
+    assert seen == ["http.disconnect", "True"]

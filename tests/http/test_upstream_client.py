@@ -6,6 +6,8 @@ the upstream closes, what framing it uses and how many connections the client op
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
@@ -19,6 +21,7 @@ from llama_swap_trio.http.upstream_client import (
     ConnectFailed,
     UpstreamClient,
     UpstreamResponse,
+    _Connection,
 )
 
 from .forward_support import closed_port
@@ -385,3 +388,26 @@ async def test_events_that_arrived_together_are_handed_out_as_one_chunk(
         assert response.ended
         assert await response.next_chunk() is None
     assert client.idle_count == 1
+
+
+async def test_bad_chunk_framing_that_came_with_the_head_is_a_broken_response(
+    nursery: trio.Nursery, clients: None
+) -> None:
+    answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"
+    server = await start(nursery, keep_alive(answer))
+    with pytest.raises(BrokenResponse):
+        await client_for(server).request("GET", "/", [], b"")
+
+
+def test_idle_connections_on_descriptors_above_1024_are_checked() -> None:
+    # select() cannot take descriptors >= 1024; a busy daemon has them
+    a, b = socket.socketpair()
+    high = socket.socket(fileno=os.dup2(a.fileno(), 1500))
+    a.close()
+    conn = _Connection(high, None)
+    try:
+        assert conn.looks_reusable(0.0, 10.0)
+        b.close()  # the server side closes: EOF makes it readable
+        assert not conn.looks_reusable(0.0, 10.0)
+    finally:
+        high.close()

@@ -154,3 +154,13 @@ def test_sse_lines_too_long_to_hold_usage_are_skipped_and_the_next_is_read() -> 
     sniffer.feed(b'x"usage": {"prompt_tokens": 1}}\n\n')  # the end of the long line: skipped
     sniffer.feed(b'data: {"usage": {"prompt_tokens": 7, "completion_tokens": 2}}\n\n')
     assert sniffer.result() == Usage(7, 2)
+
+
+def test_json_nested_past_the_parsers_depth_is_ignored_without_an_error() -> None:
+    deep = b'{"usage": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    sse = UsageSniffer("text/event-stream")
+    sse.feed(b"data: " + deep + b"\n\n")
+    assert sse.result() == Usage(None, None)
+    body = UsageSniffer("application/json")
+    body.feed(deep)
+    assert body.result() == Usage(None, None)
