@@ -59,6 +59,7 @@ class Relay:
 
     __slots__ = (
         "_client",
+        "_client_fd",
         "_frame",
         "_hub",
         "_on_data",
@@ -82,6 +83,7 @@ class Relay:
         self._upstream = upstream
         self._reader = reader
         self._client = client
+        self._client_fd = client.fileno()
         self._frame = frame
         self._on_data = on_data
         #: framed bytes the client's socket has not taken yet
@@ -181,7 +183,7 @@ class RelayHub:
                     if relay is None:
                         continue
                     try:
-                        if fd == relay._client.fileno():
+                        if fd == relay._client_fd:
                             relay.on_client_writable()
                         else:
                             relay.on_upstream_readable()

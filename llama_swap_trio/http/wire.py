@@ -248,9 +248,18 @@ class BodyReader:
             self._left = 0
             self.done = True
             return [piece]
-        if self._state == _DATA and not self._pending and len(data) < self._left:
-            self._left -= len(data)  # the middle of a large chunk: no copy
-            return [data]
+        if not self._pending:
+            state = self._state
+            if state == _DATA and len(data) < self._left:
+                self._left -= len(data)  # the middle of a large chunk: no copy
+                return [data]
+            if state == _SIZE:
+                # The usual token event: exactly one whole chunk, ``size CRLF data CRLF``.
+                eol = data.find(b"\r\n", 0, 18)
+                if eol > 0 and _HEX.fullmatch(data, 0, eol) is not None:
+                    end = eol + 2 + int(data[:eol], 16)
+                    if end > eol + 2 and len(data) == end + 2 and data.endswith(b"\r\n"):
+                        return [data[eol + 2 : end]]
         if self._pending:
             data = self._pending + data  # only framing bytes wait here: a few at most
         pieces, self._pending = self._chunks(data)
