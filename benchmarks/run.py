@@ -49,7 +49,9 @@ def main() -> None:
             "wall_seconds": round(time.time() - started, 1),
             "daemon_source": str(DAEMON_SRC),
             "command": f"python -m benchmarks.run {job} --label {args.label}"
-            + (" --quick" if args.quick else ""),
+            + (" --quick" if args.quick else "")
+            + (f" --rounds {args.rounds}" if args.rounds != 3 and not args.quick else "")
+            + (f" --seconds {args.seconds:g}" if args.seconds != 5.0 and not args.quick else ""),
         }
         path = RESULTS / f"{args.label}-{job}.json"
         path.write_text(json.dumps(result, indent=1, default=str) + "\n")

@@ -217,3 +217,14 @@ def test_a_body_delimited_by_close_ends_at_eof() -> None:
     chunked.feed(b"3\r\nab")
     with pytest.raises(ProtocolError):
         chunked.eof()
+
+
+def test_a_read_that_is_exactly_one_chunk_is_decoded_and_bad_ones_still_fail() -> None:
+    reader = _reader(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked")
+    assert reader.feed(b"5\r\nhello\r\n") == [b"hello"]
+    assert reader.feed(b"A\r\n0123456789\r\n") == [b"0123456789"]
+    assert reader.feed(b"0\r\n\r\n") == []
+    assert reader.done
+    for bad in (b"+5\r\nhello\r\n", b"0x5\r\nhello\r\n", b"5\r\nhelloXY"):
+        with pytest.raises(ProtocolError):
+            _reader(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked").feed(bad)
