@@ -27,7 +27,7 @@ import json
 import logging
 import math
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import attrs
 import trio
@@ -37,7 +37,7 @@ from llama_swap_trio.config.model import ModelConfig
 from llama_swap_trio.http.asgi import Receive, Scope, Send
 from llama_swap_trio.http.disconnect import ClientWatch, watching
 from llama_swap_trio.http.pool import ClientPool
-from llama_swap_trio.http.relay_hub import DONE, RELAY_EXTENSION, UPSTREAM_FAILED
+from llama_swap_trio.http.relay_hub import DONE, RELAY_EXTENSION, UPSTREAM_FAILED, RelayHost
 from llama_swap_trio.http.upstream_client import (
     BrokenResponse,
     ClosedBeforeResponse,
@@ -72,12 +72,6 @@ _REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 #: the server adds its own date header (hypercorn a server header too); forwarding the upstream's
 #: would duplicate them
 _RESPONSE_DROP = HOP_BY_HOP | {b"date", b"server"}
-
-#: the front door's relay (``_Exchange.relay``): upstream socket, framing state, bytes already
-#: read, accounting callback -> outcome
-RelayFunction = Callable[
-    [socket.socket, BodyReader, list[bytes], Callable[[bytes], None]], Awaitable[str]
-]
 
 #: ``ForwardResult.status`` when the client went away before a response head was relayed
 #: (nginx's convention)
@@ -378,7 +372,7 @@ async def _relay_body(
     response: UpstreamResponse,
     relay: _Relay,
     headers_sent: bool,
-    hub: RelayFunction | None,
+    hub: RelayHost | None,
 ) -> bytes | None:
     """Pass the response head (unless already sent) and the body on as they arrive, all but the
     last chunk, which is returned; None when nothing is left to send (the relay hub sent it
@@ -420,7 +414,7 @@ async def _relay_body(
 
 
 async def _relay_in_hub(
-    hub: RelayFunction,
+    host: RelayHost,
     parts: tuple[socket.socket, BodyReader, list[bytes]],
     response: UpstreamResponse,
     relay: _Relay,
@@ -434,18 +428,22 @@ async def _relay_in_hub(
             relay.first_byte = trio.current_time()
         sniffer.feed(piece)
 
+    hub_relay = host.start_relay(*parts, on_data)
     try:
-        outcome = await hub(*parts, on_data)
+        await hub_relay.finished.wait()
     finally:
+        # Settled even when cancelled (the client left): a relay that finished in the same
+        # moment still counts as a complete response.
+        outcome = host.end_relay(hub_relay)
         response.relay_ended()
-    if outcome == DONE:
-        if relay.first_byte is None:
-            relay.first_byte = trio.current_time()
-        relay.complete = True
-    elif outcome == UPSTREAM_FAILED:
-        relay.upstream_failed = True  # the client's response is left truncated, as below
-    else:
-        relay.disconnected = True
+        if outcome == DONE:
+            if relay.first_byte is None:
+                relay.first_byte = trio.current_time()
+            relay.complete = True
+        elif outcome == UPSTREAM_FAILED:
+            relay.upstream_failed = True  # the client's response is left truncated, as below
+        else:
+            relay.disconnected = True
 
 
 async def _read_error_body(response: UpstreamResponse) -> bytes:

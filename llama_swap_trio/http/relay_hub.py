@@ -24,6 +24,7 @@ import logging
 import select
 import socket
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -48,6 +49,26 @@ UPSTREAM_FAILED = "upstream_failed"
 CLIENT_GONE = "client_gone"
 
 Frame = Callable[[bytes, bool], bytes]
+
+
+class RelayHost(Protocol):
+    """What the front door offers the app as ``scope["extensions"][RELAY_EXTENSION]`` (one per
+    request, http/server.py ``_Exchange``): start a relay of the rest of an upstream body to
+    this client, and end it (always, in a ``finally``) to get how it went."""
+
+    def start_relay(
+        self,
+        upstream: socket.socket,
+        reader: BodyReader,
+        ready: list[bytes],
+        on_data: Callable[[bytes], None],
+    ) -> Relay: ...
+
+    def end_relay(self, relay: Relay) -> str: ...
+
+
+def _ignore(piece: bytes) -> None:
+    pass
 
 
 class Relay:
@@ -92,17 +113,21 @@ class Relay:
         self.outcome: str | None = None
 
     def pass_on(self, pieces: list[bytes]) -> None:
-        """Frame and write body ``pieces`` (the end of the body when the reader is done)."""
+        """Frame and write body ``pieces`` (the end of the body when the reader is done), then
+        account for them: accounting never delays a token, and never breaks the stream."""
         done = self._reader.done
         if not pieces and not done:
             return
         body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        data = self._frame(body, not done)
-        for piece in pieces:
-            self._on_data(piece)
-        self._write(data)
+        self._write(self._frame(body, not done))
         if done and not self._pending:
             self._finish(DONE)
+        try:
+            for piece in pieces:
+                self._on_data(piece)
+        except Exception:
+            log.exception("accounting for a relayed body failed; the body goes on unaccounted")
+            self._on_data = _ignore
 
     def on_upstream_readable(self) -> None:
         """Read what the upstream sent and pass it on. A full read means more is waiting (a

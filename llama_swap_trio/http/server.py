@@ -57,7 +57,7 @@ from hypercorn.utils import wrap_app
 from llama_swap_trio.http import hypercorn_patch, sockio
 from llama_swap_trio.http.asgi import ASGIApp, Message
 from llama_swap_trio.http.disconnect import WATCH_EXTENSION, ClientWatch
-from llama_swap_trio.http.relay_hub import CLIENT_GONE, DONE, RELAY_EXTENSION, RelayHub
+from llama_swap_trio.http.relay_hub import CLIENT_GONE, DONE, RELAY_EXTENSION, Relay, RelayHub
 from llama_swap_trio.http.wire import MAX_HEAD, BodyReader, RequestHead, parse_request_head
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,9 @@ LINGER_SECONDS = 2.0
 _REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _NETWORK_ERRORS = sockio.NETWORK_ERRORS
-#: accept() errors that concern one connection (it is gone): take the next one
-_ACCEPT_SKIP = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
-#: accept() errors of exhausted resources: wait a little, like trio.serve_listeners
+#: accept() errors of exhausted resources: wait a little, like trio.serve_listeners; every other
+#: accept() error concerns one connection (reset, timed out, unreachable before we took it) and
+#: is skipped, as trio.SocketListener does
 _ACCEPT_PAUSE = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
@@ -218,7 +218,7 @@ class _Connection:
         """Wait until more bytes arrived; False at EOF."""
         if self.eof:
             return False
-        event = self._data = trio.Event()
+        event = self._data = self._data or trio.Event()  # shared if two ever wait
         await event.wait()
         return self._readable()
 
@@ -383,7 +383,7 @@ class _Exchange:
             "headers": head.headers,
             "client": self.conn.client,
             "server": self.conn.server,
-            "extensions": {WATCH_EXTENSION: self.watch, RELAY_EXTENSION: self.relay},
+            "extensions": {WATCH_EXTENSION: self.watch, RELAY_EXTENSION: self},
         }
 
     async def run(self) -> None:
@@ -485,13 +485,14 @@ class _Exchange:
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
 
     def _start(self, status: int, headers: Any) -> None:
-        self.started = True
-        self.status = status
+        self.suppress_body = self.head.method == "HEAD" or status < 200 or status in (204, 304)
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
         has_date = False
         for name, value in headers:
             lname = bytes(name).lower()
-            if lname == b"content-length":
+            if lname == b"content-length" and not self.suppress_body:
+                if not bytes(value).isdigit():  # an app bug; raised before anything is sent
+                    raise ValueError(f"invalid content-length {bytes(value)[:30]!r}")
                 self.length_left = int(value)
             elif lname == b"date":
                 has_date = True
@@ -502,9 +503,10 @@ class _Exchange:
             lines.append(b"%s: %s\r\n" % (name, value))
         if not has_date:
             lines.append(b"date: " + self.conn.door.date() + b"\r\n")
-        self.suppress_body = self.head.method == "HEAD" or status < 200 or status in (204, 304)
+        self.started = True
+        self.status = status
         if self.suppress_body:
-            self.length_left = None
+            pass
         elif self.length_left is None:
             self.chunked = True
             lines.append(b"transfer-encoding: chunked\r\n")
@@ -553,29 +555,35 @@ class _Exchange:
         if data:
             await self._write(data)
 
-    async def relay(
+    def start_relay(
         self,
         upstream: socket.socket,
         reader: BodyReader,
         ready: list[bytes],
         on_data: Callable[[bytes], None],
-    ) -> str:
-        """Relay the rest of an upstream body to this client in the relay hub (relay_hub.py), to
-        its end; offered to the app as ``extensions[RELAY_EXTENSION]``. Returns the outcome
-        (``DONE``, ``UPSTREAM_FAILED``, ``CLIENT_GONE``). Cancellable: the relay then stops."""
-        hub = self.conn.door.hub
-        relay = hub.start(upstream, reader, ready, self.conn.sock, self.frame, on_data)
-        try:
-            await relay.finished.wait()
-        finally:
-            hub.stop(relay)
-            if relay.outcome != DONE and self.pending_head is None:
-                # a frame may be half written: never write to, or reuse, the connection again
-                # (with the head still pending nothing was written: it can still go out)
-                self.conn.open = False
+    ) -> Relay:
+        """Relay the rest of an upstream body to this client in the relay hub (relay_hub.py);
+        wait for ``relay.finished``, then always :meth:`end_relay` (the ``RelayHost`` the app
+        finds in ``extensions[RELAY_EXTENSION]``)."""
+        if not self.started or self.complete:
+            raise RuntimeError("a relay needs a started, unfinished response")
+        relay = self.conn.door.hub.start(
+            upstream, reader, ready, self.conn.sock, self.frame, on_data
+        )
+        if not self.conn.open:  # an earlier write failed: the client is gone
+            relay._finish(CLIENT_GONE)
+        return relay
+
+    def end_relay(self, relay: Relay) -> str:
+        """Take ``relay`` out of the hub (synchronous: for a ``finally``) and settle the
+        connection; returns the outcome (``CLIENT_GONE`` when it was cut short)."""
+        self.conn.door.hub.stop(relay)
         outcome = relay.outcome or CLIENT_GONE
-        if outcome == CLIENT_GONE:
+        if outcome != DONE and self.pending_head is None:
+            # a frame may be half written: never write to, or reuse, the connection again (with
+            # the head still pending nothing was written: it can still go out)
             self.conn.open = False
+        if outcome == CLIENT_GONE:
             self.client_left()
         elif self.complete:
             self._end()
@@ -686,16 +694,19 @@ async def _accept(door: FrontDoor, listener: socket.socket, connections: trio.Nu
             except BlockingIOError:
                 break
             except OSError as exc:
-                if exc.errno in _ACCEPT_SKIP:
-                    continue
                 if exc.errno in _ACCEPT_PAUSE:
                     log.error("cannot accept a connection (%s); retrying in 0.1 s", exc)
                     await trio.sleep(0.1)
                     break
-                raise
-            sock.setblocking(False)
-            if tcp:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                log.debug("accept() failed for one connection: %s", exc)
+                continue
+            try:
+                sock.setblocking(False)
+                if tcp:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                sock.close()  # reset before we could even configure it
+                continue
             connections.start_soon(door.handle, sock)
 
 

@@ -73,7 +73,9 @@ class ConnectTimedOut(UpstreamError):
 
 
 class ClosedBeforeResponse(UpstreamError):
-    """The connection broke before any byte of a response arrived (safe to retry once)."""
+    """A reused keep-alive connection broke before any byte of a response arrived: the server
+    had closed it while idle (safe to retry once). On a new connection the same break is a
+    :class:`BrokenResponse`: the server may have acted on the request before failing."""
 
 
 class BrokenResponse(UpstreamError):
@@ -294,7 +296,8 @@ class UpstreamClient:
         """
         if self.is_closed:
             raise RuntimeError("UpstreamClient is closed")
-        conn = self._reuse() or await self._connect()
+        reused = self._reuse()
+        conn = reused or await self._connect()
         conn.got_bytes = False
         try:
             lines = [
@@ -317,6 +320,11 @@ class UpstreamClient:
             except (trio.BrokenResourceError, OSError) as exc:
                 raise ClosedBeforeResponse(f"sending the request failed: {exc}") from exc
             return await self._read_head(conn, method)
+        except ClosedBeforeResponse as exc:
+            conn.close()
+            if reused is None:
+                raise BrokenResponse(str(exc)) from exc
+            raise
         except BaseException:
             conn.close()
             raise

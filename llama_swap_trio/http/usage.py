@@ -30,10 +30,11 @@ import attrs
 
 #: JSON bodies larger than this are not parsed for usage
 MAX_JSON_BYTES = 1 << 20
-#: an SSE line longer than this is skipped: usage and timings come in small events (well under
-#: 1 KiB from OpenAI, vLLM, llama-server, Anthropic), and carrying long content lines over from
-#: read to read cost a copy and two scans each (half the CPU of a bulk relay)
-MAX_SSE_LINE = 16 * 1024
+#: an SSE line longer than this is skipped (a Responses API ``response.completed`` event carries
+#: the whole answer next to its usage, so lines holding usage can be long)
+MAX_SSE_LINE = 1 << 20
+#: a key split between two chunks: this many bytes on each side of the seam are checked
+_SEAM = len(b'"timings"') - 1
 
 
 @attrs.frozen
@@ -73,7 +74,16 @@ class UsageSniffer:
         self._sse = media == "text/event-stream"
         self._json = media in ("application/json", "") or media.endswith("+json")
         self._enabled = not encoded and (self._sse or self._json)
+        #: a JSON body read so far
         self._buffer = bytearray()
+        #: an unfinished SSE line carried over from earlier chunks, as (chunk, start, end)
+        #: references: joined only if it may hold usage (a bulk stream's long lines are never
+        #: copied, and each part is scanned once)
+        self._carry: list[tuple[bytes, int, int]] = []
+        self._carry_len = 0
+        self._carry_key = False
+        #: the carried line's last few bytes (a key may straddle chunks)
+        self._carry_tail = b""
         #: skipping the rest of an over-long SSE line
         self._skipping = False
         self._prompt: int | None = None
@@ -98,10 +108,8 @@ class UsageSniffer:
         if self._enabled and self._json and not self._sse and self._buffer:
             self._json_body(bytes(self._buffer))
             self._buffer.clear()
-        if self._sse and self._buffer and not self._skipping:
-            # a final line without its newline
-            self._sse_line(bytes(self._buffer))
-            self._buffer.clear()
+        if self._sse and self._carry:
+            self._finish_carried()  # a final line without its newline
         self._apply_timings()
         return Usage(self._prompt, self._completion, self._tps)
 
@@ -109,42 +117,61 @@ class UsageSniffer:
 
     def _feed_sse(self, chunk: bytes) -> None:
         start = 0
-        if self._buffer or self._skipping:
-            # First finish the line the previous chunk left unfinished.
+        if self._carry or self._skipping:
+            # First finish the line the previous chunks left unfinished.
             end = chunk.find(b"\n")
             if end < 0:
-                self._keep(chunk)
+                self._keep(chunk, 0, len(chunk))
                 return
             if self._skipping:
                 self._skipping = False
             else:
-                self._buffer += chunk[:end]
-                line = bytes(self._buffer)
-                self._buffer.clear()
-                self._sse_line(line)
+                self._keep(chunk, 0, end)
+                self._finish_carried()
             start = end + 1
-        if chunk.find(b'"usage"', start) < 0 and chunk.find(b'"timings"', start) < 0:
+        if not _has_key(chunk, start, len(chunk)):
             # Fast path (nearly every token chunk, and bulk streams): no complete line in the
-            # rest can hold usage, so only keep its unfinished last line, if any, for the next.
-            self._keep(chunk[max(start, chunk.rfind(b"\n") + 1) :])
+            # rest can hold usage, so only carry its unfinished last line, if any, to the next.
+            self._keep(chunk, max(start, chunk.rfind(b"\n") + 1), len(chunk), scanned=True)
             return
         while True:
             end = chunk.find(b"\n", start)
             if end < 0:
-                self._keep(chunk[start:])
+                self._keep(chunk, start, len(chunk))
                 return
             self._sse_line(chunk[start:end])
             start = end + 1
 
-    def _keep(self, rest: bytes) -> None:
-        """Keep an unfinished line for the next chunk; skip it if it grows too long."""
-        if not rest or self._skipping:
+    def _keep(self, chunk: bytes, start: int, end: int, *, scanned: bool = False) -> None:
+        """Carry ``chunk[start:end]`` (part of an unfinished line) to the next chunk; skip the
+        line once it is over ``MAX_SSE_LINE``. ``scanned``: that part is known to hold no key
+        (only the seam with the part before it is checked)."""
+        if start >= end or self._skipping:
             return
-        if len(self._buffer) + len(rest) > MAX_SSE_LINE:
+        if self._carry_len + end - start > MAX_SSE_LINE:
             self._skipping = True
-            self._buffer.clear()
-        else:
-            self._buffer += rest
+            self._drop_carried()
+            return
+        if not self._carry_key:
+            seam = self._carry_tail + chunk[start : start + _SEAM]
+            self._carry_key = (not scanned and _has_key(chunk, start, end)) or _has_key(
+                seam, 0, len(seam)
+            )
+            self._carry_tail = (self._carry_tail + chunk[max(start, end - _SEAM) : end])[-_SEAM:]
+        self._carry.append((chunk, start, end))
+        self._carry_len += end - start
+
+    def _finish_carried(self) -> None:
+        """The carried line is complete: read it if it may hold usage."""
+        if self._carry_key:
+            self._sse_line(b"".join(chunk[start:end] for chunk, start, end in self._carry))
+        self._drop_carried()
+
+    def _drop_carried(self) -> None:
+        self._carry.clear()
+        self._carry_len = 0
+        self._carry_key = False
+        self._carry_tail = b""
 
     def _sse_line(self, line: bytes) -> None:
         if not line.startswith(b"data:"):
@@ -215,6 +242,16 @@ class UsageSniffer:
             self._completion = completion
         if tps is not None:
             self._tps = tps
+
+
+def _has_key(data: bytes, start: int, end: int) -> bool:
+    """``"usage"`` or ``"timings"`` in ``data[start:end]``. Both start with a quote, and finding
+    one byte is several times faster than finding a word: a long line without quotes (base64,
+    plain text) costs one quick scan."""
+    quote = data.find(b'"', start, end)
+    if quote < 0:
+        return False
+    return data.find(b'"usage"', quote, end) >= 0 or data.find(b'"timings"', quote, end) >= 0
 
 
 def _nested(value: dict[str, Any], outer: str, inner: str) -> object:

@@ -280,7 +280,58 @@ async def test_json_usage_is_reported(setup: Setup) -> None:
 
 
 async def test_stale_pooled_connection_is_retried_once(nursery: trio.Nursery) -> None:
-    # given a raw server that drops the first connection without answering, then answers
+    # given a raw server whose first connection answers one request, then hangs up on the next
+    # without a byte (it closed the idle connection as the client reused it), and whose second
+    # connection answers
+    connections = 0
+    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        first_connection = connections == 1
+        data = b""
+        for served in range(2):
+            while b"\r\n\r\n" not in data:
+                more = await stream.receive_some(65536)
+                if not more:
+                    return
+                data += more
+            data = data.partition(b"\r\n\r\n")[2]
+            if first_connection and served == 1:
+                break  # the stale keep-alive race: the request arrives as the server closes
+            await stream.send_all(ok)
+        await stream.aclose()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    pool = ClientPool()
+    grant = grant_for(f"http://127.0.0.1:{port}")
+    sent: list[dict[str, object]] = []
+
+    async def record(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    first = await forward_http(
+        http_scope("/x", "GET"), never_receive, discard, grant=grant, body=b"", pool=pool
+    )
+    assert first.status == 200
+    # when forwarding again (the pooled connection is taken, and hangs up)
+    result = await forward_http(
+        http_scope("/x", "GET"), never_receive, record, grant=grant, body=b"", pool=pool
+    )
+    await pool.aclose()
+    # then the retry on a new connection answered, and that answer was relayed
+    assert connections == 2
+    assert result.status == 200
+    assert sent[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == b"ok"  # type: ignore[misc]
+
+
+async def test_a_new_connection_closed_before_an_answer_is_not_retried(
+    nursery: trio.Nursery,
+) -> None:
+    # given an upstream that reads the request and hangs up (it may have acted on it: a crash)
     connections = 0
 
     async def handler(stream: trio.SocketStream) -> None:
@@ -289,35 +340,24 @@ async def test_stale_pooled_connection_is_retried_once(nursery: trio.Nursery) ->
         data = b""
         while b"\r\n\r\n" not in data:
             data += await stream.receive_some(65536)
-        if connections == 1:
-            await stream.aclose()
-            return
-        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         await stream.aclose()
 
     listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
     port = listeners[0].socket.getsockname()[1]
     pool = ClientPool()
-    sent: list[dict[str, object]] = []
-
-    async def record(message: dict[str, object]) -> None:
-        sent.append(message)
-
-    # when forwarding
-    result = await forward_http(
-        http_scope("/x", "GET"),
-        never_receive,
-        record,
-        grant=grant_for(f"http://127.0.0.1:{port}"),
-        body=b"",
-        pool=pool,
-    )
+    # when forwarding on a new connection, then it is a 502 after one attempt, not a replay
+    with pytest.raises(ProxyError) as caught:
+        await forward_http(
+            http_scope("/x", "POST"),
+            never_receive,
+            discard,
+            grant=grant_for(f"http://127.0.0.1:{port}"),
+            body=b"{}",
+            pool=pool,
+        )
     await pool.aclose()
-    # then the second attempt's answer was relayed
-    assert connections == 2
-    assert result.status == 200
-    assert sent[0]["status"] == 200
-    assert b"".join(m.get("body", b"") for m in sent[1:]) == b"ok"  # type: ignore[misc]
+    assert caught.value.status == 502
+    assert connections == 1
 
 
 async def test_client_gone_before_the_head_reports_client_closed(setup: Setup) -> None:

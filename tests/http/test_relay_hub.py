@@ -189,15 +189,15 @@ async def test_an_error_in_one_relay_ends_only_that_relay() -> None:
     up_hub, up_test = pair()
     client_hub, client_test = pair()
 
-    def broken_accounting(piece: bytes) -> None:
-        raise RuntimeError("a bug in accounting")
+    def broken_frame(body: bytes, more: bool) -> bytes:
+        raise RuntimeError("a bug in framing")
 
     sockets = (bad_up, bad_up_test, bad_client, bad_client_test, up_hub, up_test, client_hub)
     with contextlib.ExitStack() as stack:
         for sock in (*sockets, client_test):
             stack.enter_context(sock)
         async with running_hub() as hub:
-            bad = hub.start(bad_up, chunked_reader(), [], bad_client, frame, broken_accounting)
+            bad = hub.start(bad_up, chunked_reader(), [], bad_client, broken_frame, lambda _: None)
             good = hub.start(up_hub, chunked_reader(), [], client_hub, frame, lambda _: None)
             await sockio.send_all(bad_up_test, chunk(b"boom"))
             with trio.fail_after(WAIT):
@@ -206,3 +206,20 @@ async def test_an_error_in_one_relay_ends_only_that_relay() -> None:
             await sockio.send_all(up_test, chunk(b"still fine") + b"0\r\n\r\n")
             assert await read_until(client_test, END) == b"still fine" + END
             assert good.outcome == DONE
+
+
+async def test_an_accounting_error_leaves_the_stream_whole() -> None:
+    up_hub, up_test = pair()
+    client_hub, client_test = pair()
+
+    def broken_accounting(piece: bytes) -> None:
+        raise RuntimeError("a bug in accounting")
+
+    with up_hub, up_test, client_hub, client_test:
+        async with running_hub() as hub:
+            relay = hub.start(up_hub, chunked_reader(), [], client_hub, frame, broken_accounting)
+            await sockio.send_all(up_test, chunk(b"one ") + chunk(b"two") + b"0\r\n\r\n")
+            assert await read_until(client_test, END) == b"one two" + END
+            with trio.fail_after(WAIT):
+                await relay.finished.wait()
+            assert relay.outcome == DONE

@@ -7,6 +7,8 @@ tests check they are still answered.
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -192,7 +194,7 @@ async def test_keep_alive_requests_get_complete_responses_and_the_scope_hypercor
     scope = app.scopes[0]
     # the front door's own extensions: its disconnect watch and its relay hub
     assert isinstance(scope["extensions"].pop(WATCH_EXTENSION), ClientWatch)
-    assert callable(scope["extensions"].pop(RELAY_EXTENSION))
+    assert hasattr(scope["extensions"].pop(RELAY_EXTENSION), "start_relay")
     assert {k: v for k, v in scope.items() if k not in ("client", "server")} == {
         "type": "http",
         "http_version": "1.1",
@@ -508,3 +510,47 @@ async def test_a_client_that_sent_its_request_and_left_is_reported_as_disconnect
         with trio.fail_after(WAIT):
             await done.wait()
     assert seen == ["http.disconnect", "True"]
+
+
+async def test_an_accept_error_of_one_connection_does_not_stop_the_server() -> None:
+    # given a listener whose accept() first fails as Linux does for a connection reset in the
+    # backlog (ECONNRESET), then works
+    class FlakyListener(socket.socket):
+        failures = 1
+
+        def accept(self) -> tuple[socket.socket, object]:
+            if FlakyListener.failures:
+                FlakyListener.failures -= 1
+                raise ConnectionResetError(errno.ECONNRESET, "reset in the backlog")
+            return super().accept()
+
+    listener = FlakyListener(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    door = server.FrontDoor(Echo(), _config())
+    with listener:
+        async with trio.open_nursery() as connections:
+            connections.start_soon(server._accept, door, listener, connections)
+            # when a client connects, then it is served all the same
+            async with connect(port) as client:
+                await client.stream.send_all(post("/a", b"still here"))
+                assert (await client.response())[2] == b"still here"
+            assert FlakyListener.failures == 0
+            connections.cancel_scope.cancel()
+
+
+async def test_a_bodiless_answer_keeps_a_content_length_it_need_not_parse() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        # an upstream's answer to HEAD, its length list passed on as it came
+        headers = [(b"content-length", b"5, 5")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(app) as (port, _), connect(port) as client:
+        await client.stream.send_all(b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n" + get("/y"))
+        assert b"content-length: 5, 5" in await client.read_until(b"\r\n\r\n")
+        # a body answer with a length we cannot frame is an app error: 500, never a silent close
+        status, _, _ = await client.response()
+        assert status == b"HTTP/1.1 500 Internal Server Error"

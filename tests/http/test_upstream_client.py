@@ -199,16 +199,34 @@ async def test_idle_connection_closed_by_the_server_is_not_reused(
     assert server.connections == 2
 
 
-async def test_connection_closed_before_any_answer_is_reported_as_retryable(
+async def test_a_pooled_connection_closed_before_any_answer_is_reported_as_retryable(
     nursery: trio.Nursery, clients: None
 ) -> None:
-    # given a server that reads the request and closes without a byte (the stale keep-alive race)
+    # given a server that answers one request, then reads the next and closes without a byte
+    # (the stale keep-alive race)
+    async def answer_once(server: Server, conn: Conn) -> None:
+        await conn.read_request()
+        await conn.stream.send_all(OK)
+        await conn.read_request()
+
+    server = await start(nursery, answer_once)
+    client = client_for(server)
+    await read_all(await client.request("GET", "/", [], b""))
+    with trio.fail_after(5), pytest.raises(ClosedBeforeResponse):
+        await client.request("POST", "/", [(b"content-length", b"2")], b"{}")
+    assert client.idle_count == 0
+
+
+async def test_a_new_connection_closed_before_any_answer_is_a_broken_response(
+    nursery: trio.Nursery, clients: None
+) -> None:
+    # given a server that reads the request and closes without a byte: it may have acted on it
     async def hang_up(server: Server, conn: Conn) -> None:
         await conn.read_request()
 
     server = await start(nursery, hang_up)
     client = client_for(server)
-    with trio.fail_after(5), pytest.raises(ClosedBeforeResponse):
+    with trio.fail_after(5), pytest.raises(BrokenResponse):
         await client.request("POST", "/", [(b"content-length", b"2")], b"{}")
     assert client.idle_count == 0
 

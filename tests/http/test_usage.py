@@ -164,3 +164,20 @@ def test_json_nested_past_the_parsers_depth_is_ignored_without_an_error() -> Non
     body = UsageSniffer("application/json")
     body.feed(deep)
     assert body.result() == Usage(None, None)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=200_000), max_size=6))
+def test_a_long_responses_api_event_with_usage_is_read_however_it_is_split(
+    cuts: list[int],
+) -> None:
+    # /v1/responses: the final event carries the whole answer next to its usage
+    final = {
+        "type": "response.completed",
+        "response": {
+            "output": [{"type": "message", "content": [{"text": "x" * 150_000}]}],
+            "usage": {"input_tokens": 11, "output_tokens": 2222},
+        },
+    }
+    body = b"event: response.completed\ndata: " + json.dumps(final).encode() + b"\n\n"
+    usage = feed_split(UsageSniffer("text/event-stream"), body, cuts)
+    assert usage == Usage(11, 2222)
