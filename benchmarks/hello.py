@@ -18,6 +18,7 @@ from hypercorn.trio import serve
 
 from benchmarks.procs import CHAT_BODY
 from benchmarks.sse_upstream import PAD
+from llama_swap_trio.http.asgi import answer_lifespan
 
 BODY = CHAT_BODY.encode()
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
@@ -26,13 +27,8 @@ HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(B
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await answer_lifespan(receive, send)
+        return
     more = True
     while more:
         message = await receive()

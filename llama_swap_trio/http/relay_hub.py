@@ -28,12 +28,12 @@ from typing import Protocol
 
 import trio
 
+from llama_swap_trio.http import sockio
 from llama_swap_trio.http.wire import BodyReader, ProtocolError
 
 log = logging.getLogger(__name__)
 
-#: bytes read from an upstream at a time
-READ_SIZE = 64 * 1024
+READ_SIZE = sockio.READ_SIZE
 #: reads of one upstream per wake-up of the hub, at most (fairness between bulk relays)
 MAX_READS_PER_WAKE = 16
 

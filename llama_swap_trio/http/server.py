@@ -62,8 +62,7 @@ from llama_swap_trio.http.wire import MAX_HEAD, BodyReader, RequestHead, parse_r
 
 log = logging.getLogger(__name__)
 
-#: bytes asked of the socket per read
-READ_SIZE = 64 * 1024
+READ_SIZE = sockio.READ_SIZE
 #: an unread request body up to this size is skipped to keep the connection; a larger one closes it
 MAX_DRAIN = 64 * 1024
 #: bytes read ahead of the app (a pipelined request, the rest of a large body) before reading pauses
@@ -346,7 +345,6 @@ class _Exchange:
         "length_left",
         "pending_head",
         "started",
-        "status",
         "suppress_body",
         "watch",
     )
@@ -358,7 +356,6 @@ class _Exchange:
         self.keep_alive = not head.close
         self.started = False
         self.complete = False
-        self.status = 0
         self.pending_head: list[bytes] | None = None
         self.chunked = False
         self.suppress_body = False
@@ -504,7 +501,6 @@ class _Exchange:
         if not has_date:
             lines.append(b"date: " + self.conn.door.date() + b"\r\n")
         self.started = True
-        self.status = status
         if self.suppress_body:
             pass
         elif self.length_left is None:

@@ -22,6 +22,11 @@ import socket
 
 import trio
 
+#: bytes asked of a socket per read (client or upstream): large enough for a bulk relay, small
+#: enough that the buffer recv() allocates comes from the heap (256 KiB went through mmap/munmap
+#: on every read)
+READ_SIZE = 64 * 1024
+
 #: errors of a connection the peer closed or reset
 NETWORK_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 

@@ -47,9 +47,7 @@ from llama_swap_trio.http.wire import (
     parse_response_head,
 )
 
-#: bytes asked of the socket per read: large enough for a bulk relay, small enough that the
-#: buffer recv() allocates comes from the heap (256 KiB went through mmap/munmap every read)
-READ_SIZE = 64 * 1024
+READ_SIZE = sockio.READ_SIZE
 #: idle pooled connections kept per upstream process
 MAX_IDLE = 32
 #: seconds an idle connection is kept; below cpp-httplib's (llama-server) 5 s keep-alive timeout

@@ -22,7 +22,7 @@ from hypercorn.trio import serve
 from llama_swap_trio.config.model import ModelConfig, Timeouts
 from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.http import server as front_door
-from llama_swap_trio.http.asgi import Receive, Scope, Send
+from llama_swap_trio.http.asgi import Receive, Scope, Send, answer_lifespan
 from llama_swap_trio.http.forward import ForwardResult, forward_http
 from llama_swap_trio.http.pool import ClientPool
 from llama_swap_trio.http.websocket_tunnel import tunnel_websocket
@@ -88,13 +88,8 @@ def with_lifespan(app: App) -> App:
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         await app(scope, receive, send)
 
     return wrapped
