@@ -17,7 +17,7 @@ import httpx
 import trio
 
 from benchmarks.procs import Procs, rss_kb
-from benchmarks.stream import request
+from benchmarks.stream import bench_config, request
 
 N_STREAMS = 200
 
@@ -41,14 +41,7 @@ def run() -> dict[str, Any]:
         print(f"  idle RSS with 20 models: {out['idle_rss_mb_20_models']:.1f} MB", flush=True)
 
         sse_port = procs.sse_upstream()
-        config = f"""
-log_level = "warn"
-log_to_stdout = "none"
-hooks.on_startup.preload = ["bench"]
-[models.bench]
-cmd = "sleep 100000"
-proxy = "http://127.0.0.1:{sse_port}"
-"""
+        config = bench_config(sse_port)
         port, pids = procs.daemon(config, name="streams", ready_model="bench")
         # warm the code paths (imports, first-use allocations) before the baseline
         trio.run(_warm, port)
