@@ -87,6 +87,13 @@ async def hold(env: Env, model: str, until: trio.Event, served: list[str] | None
         await until.wait()
 
 
+async def refused_load(env: Env, model: str, outcome: list[ProxyError]) -> None:
+    """Load ``model``, which must be refused; the error goes to ``outcome``."""
+    with pytest.raises(ProxyError) as info:
+        await env.router.load(model)
+    outcome.append(info.value)
+
+
 async def test_cold_request_loads_once_then_ready_model_takes_the_fast_path(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -240,13 +247,7 @@ async def test_unload_refuses_the_requests_waiting_for_that_load(
 ) -> None:
     async with running(single_group("a"), start_delay=10) as env:
         outcome: list[ProxyError] = []
-
-        async def waiter() -> None:
-            with pytest.raises(ProxyError) as info:
-                await env.router.load("a")
-            outcome.append(info.value)
-
-        env.nursery.start_soon(waiter)
+        env.nursery.start_soon(refused_load, env, "a", outcome)
         await wait_until(lambda: env.ups["a"].state == UpstreamState.STARTING)
         start = trio.current_time()
         assert await env.router.unload("a") == ["a"]
@@ -266,13 +267,7 @@ async def test_unload_drops_queued_requests_for_the_model_with_503(
         env.nursery.start_soon(hold, env, "a", release, served)
         await wait_until(lambda: served == ["a"])
         outcome: list[ProxyError] = []
-
-        async def queued() -> None:
-            with pytest.raises(ProxyError) as info:
-                await env.router.load("b")
-            outcome.append(info.value)
-
-        env.nursery.start_soon(queued)
+        env.nursery.start_soon(refused_load, env, "b", outcome)
         await wait_until(lambda: len(env.router.snapshot().queue) == 1)
         assert await env.router.unload("b") == []
         await wait_until(lambda: bool(outcome))
@@ -299,13 +294,7 @@ async def test_shutdown_while_loading_refuses_the_waiters_at_once(
 ) -> None:
     async with running(single_group("a"), start_delay=100) as env:
         outcome: list[ProxyError] = []
-
-        async def waiter() -> None:
-            with pytest.raises(ProxyError) as info:
-                await env.router.load("a")
-            outcome.append(info.value)
-
-        env.nursery.start_soon(waiter)
+        env.nursery.start_soon(refused_load, env, "a", outcome)
         await wait_until(lambda: env.ups["a"].state == UpstreamState.STARTING)
         start = trio.current_time()
         env.router.begin_shutdown()
@@ -322,13 +311,7 @@ async def test_retired_by_a_reload_the_router_refuses_with_config_reloaded(
 ) -> None:
     async with running(single_group("a"), start_delay=100) as env:
         outcome: list[ProxyError] = []
-
-        async def waiter() -> None:
-            with pytest.raises(ProxyError) as info:
-                await env.router.load("a")
-            outcome.append(info.value)
-
-        env.nursery.start_soon(waiter)
+        env.nursery.start_soon(refused_load, env, "a", outcome)
         await wait_until(lambda: env.ups["a"].state == UpstreamState.STARTING)
         env.router.begin_shutdown(errors.config_reloaded)
         await wait_until(lambda: bool(outcome))
@@ -345,14 +328,8 @@ async def test_failed_load_releases_all_its_waiters_and_the_next_request_retries
     async with running(single_group("a")) as env:
         env.ups["a"].fail_with = StartFailed("a", "exited", "exited before healthy", "boom")
         outcome: list[ProxyError] = []
-
-        async def waiter() -> None:
-            with pytest.raises(ProxyError) as info:
-                await env.router.load("a")
-            outcome.append(info.value)
-
         for _ in range(3):
-            env.nursery.start_soon(waiter)
+            env.nursery.start_soon(refused_load, env, "a", outcome)
         await wait_until(lambda: len(outcome) == 3)
         assert {(e.status, e.code) for e in outcome} == {(502, "upstream_error")}
         assert "boom" in outcome[0].message
@@ -515,14 +492,8 @@ async def test_stopping_the_router_answers_every_waiter(
 ) -> None:
     async with running(single_group("a"), start_delay=100) as env:
         outcome: list[ProxyError] = []
-
-        async def waiter() -> None:
-            with pytest.raises(ProxyError) as info:
-                await env.router.load("a")
-            outcome.append(info.value)
-
         async with trio.open_nursery() as clients:
-            clients.start_soon(waiter)
+            clients.start_soon(refused_load, env, "a", outcome)
             await wait_until(lambda: env.ups["a"].state == UpstreamState.STARTING)
             env.router_scope.cancel()
         assert outcome[0].code == "shutting_down"
