@@ -1,10 +1,10 @@
 """The floor of a task-per-stream relay on trio: ``python -m benchmarks.bare_relay``.
 
 A relay that does nothing but wait for the upstream, read and write to the client, one trio task
-per stream, on the same stdlib-socket I/O as the daemon (``llama_swap_trio.http.sockio``). Run
+per stream, on the same stdlib-socket I/O as the daemon (``llama_swap_trio.edge.sockio``). Run
 against the benchmark's SSE upstream with 100 paced streams, its CPU per event is what any
 task-per-stream design pays before parsing or accounting anything; that figure is why the daemon
-relays streamed bodies in one hub task (llama_swap_trio/http/relay_hub.py).
+relays streamed bodies in one hub task (llama_swap_trio/edge/relay_hub.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ EVENTS = 250
 
 
 async def _relay(upstream_port: int, client: trio.SocketStream) -> None:
-    from llama_swap_trio.http import sockio
+    from llama_swap_trio.edge import sockio
 
     sock = sockio.stdlib_socket(client.socket)
     upstream = sockio.stdlib_socket((await trio.open_tcp_stream("127.0.0.1", upstream_port)).socket)

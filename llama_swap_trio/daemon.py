@@ -9,7 +9,7 @@
     ├── generations nursery   one Generation per configuration (generation.py): its Upstreams,
     │                         router, connection pool and preload; a reload starts the next one,
     │                         switches to it and retires the old one (reload.py)
-    └── HTTP server           http/server.py (plain requests; hypercorn for the rest) serves the
+    └── HTTP server           edge/server.py (plain requests; hypercorn for the rest) serves the
                               Dispatcher: every new request goes to the current generation's
                               app; handlers reach the router through memory channels
 
@@ -40,10 +40,10 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from llama_swap_trio.config.model import Config
+from llama_swap_trio.edge import server
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.feed.logs import FeedLogHandler, Redactor
 from llama_swap_trio.generation import Dispatcher, Generation, Shared
-from llama_swap_trio.http import server
 from llama_swap_trio.http.asgi import ASGIApp
 from llama_swap_trio.logbuffer import LogBuffer
 from llama_swap_trio.reload import Reloader, watch_config_file
@@ -159,7 +159,7 @@ async def _serve_http(
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The HTTP server (http/server.py); returns after ``graceful`` once in-flight responses are
+    """The HTTP server (edge/server.py); returns after ``graceful`` once in-flight responses are
     done (or cut at the graceful timeout), at once when ``forced`` is cancelled. Started with the
     bound URLs."""
     host, port = address

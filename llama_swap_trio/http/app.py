@@ -30,12 +30,12 @@ import trio
 
 from llama_swap_trio import errors
 from llama_swap_trio.config.model import Config, ModelConfig
+from llama_swap_trio.edge.disconnect import watching
 from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.http.asgi import ASGIApp, Receive, Scope, Send, answer_lifespan
 from llama_swap_trio.http.auth import is_authorized
 from llama_swap_trio.http.debug import DEBUG_PATH, debug_enabled, debug_state
-from llama_swap_trio.http.disconnect import watching
 from llama_swap_trio.http.errors import send_bytes, send_error, send_json, send_text
 from llama_swap_trio.http.events import handle_events
 from llama_swap_trio.http.forward import ForwardResult, forward_http

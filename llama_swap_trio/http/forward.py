@@ -34,11 +34,9 @@ import trio
 
 from llama_swap_trio import errors
 from llama_swap_trio.config.model import ModelConfig
-from llama_swap_trio.http.asgi import Receive, Scope, Send
-from llama_swap_trio.http.disconnect import ClientWatch, watching
-from llama_swap_trio.http.pool import ClientPool
-from llama_swap_trio.http.relay_hub import DONE, RELAY_EXTENSION, UPSTREAM_FAILED, RelayHost
-from llama_swap_trio.http.upstream_client import (
+from llama_swap_trio.edge.disconnect import ClientWatch, watching
+from llama_swap_trio.edge.relay_hub import DONE, RELAY_EXTENSION, UPSTREAM_FAILED, RelayHost
+from llama_swap_trio.edge.upstream_client import (
     BrokenResponse,
     ClosedBeforeResponse,
     ConnectFailed,
@@ -46,8 +44,10 @@ from llama_swap_trio.http.upstream_client import (
     UpstreamClient,
     UpstreamResponse,
 )
+from llama_swap_trio.edge.wire import BodyReader
+from llama_swap_trio.http.asgi import Receive, Scope, Send
+from llama_swap_trio.http.pool import ClientPool
 from llama_swap_trio.http.usage import UsageSniffer
-from llama_swap_trio.http.wire import BodyReader
 from llama_swap_trio.routing.api import Grant
 
 log = logging.getLogger(__name__)
@@ -419,7 +419,7 @@ async def _relay_in_hub(
     response: UpstreamResponse,
     relay: _Relay,
 ) -> None:
-    """The front door's relay hub moves the rest of the body (http/relay_hub.py)."""
+    """The front door's relay hub moves the rest of the body (edge/relay_hub.py)."""
     sniffer = relay.sniffer
     assert sniffer is not None
 

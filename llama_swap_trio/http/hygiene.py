@@ -1,6 +1,6 @@
 """Request hygiene: refusing ambiguous framing and path escapes, and keeping keys off the upstream.
 
-The front door (http/server.py) hands every request it does not find plain to hypercorn, whose
+The front door (edge/server.py) hands every request it does not find plain to hypercorn, whose
 h11 already refuses most malformed input before the app sees it: differing
 duplicate ``Content-Length`` values, CR, LF or NUL inside header values, transfer codings other
 than ``chunked`` (501), a space in the target. Three things get through and are handled here:

@@ -23,9 +23,9 @@ import time
 import trio
 
 from llama_swap_trio.config.model import ModelConfig
+from llama_swap_trio.edge.disconnect import watching
 from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.http.asgi import Receive, Scope, Send
-from llama_swap_trio.http.disconnect import watching
 from llama_swap_trio.http.forward import (
     CLIENT_CLOSED,
     ForwardResult,

@@ -6,7 +6,7 @@ keep-alive connection to a dead process is the classic source of "Server disconn
 sending a response" (encode/httpx#2983, research python-stack 2.3). When a newer generation of a
 model shows up, the clients of older generations are closed.
 
-Each client is an :class:`~llama_swap_trio.http.upstream_client.UpstreamClient` (h11 over trio
+Each client is an :class:`~llama_swap_trio.edge.upstream_client.UpstreamClient` (h11 over trio
 streams; httpx's general client cost about 3.5 ms of CPU per forwarded request, see that module):
 
 - it sends only the headers the forwarder gives it, plus ``host``: no ``user-agent``,
@@ -28,7 +28,7 @@ import logging
 import trio
 
 from llama_swap_trio.config.model import ModelConfig
-from llama_swap_trio.http.upstream_client import UpstreamClient
+from llama_swap_trio.edge.upstream_client import UpstreamClient
 from llama_swap_trio.routing.api import Grant
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from llama_swap_trio.config.model import ModelConfig, Timeouts
+from llama_swap_trio.edge import server as front_door
 from llama_swap_trio.errors import ProxyError
-from llama_swap_trio.http import server as front_door
 from llama_swap_trio.http.asgi import Receive, Scope, Send, answer_lifespan
 from llama_swap_trio.http.forward import ForwardResult, forward_http
 from llama_swap_trio.http.pool import ClientPool
@@ -106,7 +106,7 @@ async def start_server(nursery: trio.Nursery, app: App) -> str:
 
 
 async def start_front_door(nursery: trio.Nursery, app: App) -> str:
-    """Serve ``app`` with the daemon's own server (http/server.py) on 127.0.0.1:0."""
+    """Serve ``app`` with the daemon's own server (edge/server.py) on 127.0.0.1:0."""
     config = HypercornConfig()
     config.graceful_timeout = 0.5
     config.errorlog = logging.getLogger("tests.hypercorn")

@@ -13,6 +13,8 @@ import httpx
 import pytest
 import trio
 
+from llama_swap_trio.edge.upstream_client import UpstreamResponse
+from llama_swap_trio.edge.wire import parse_response_head
 from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.http.forward import (
     CLIENT_CLOSED,
@@ -21,8 +23,6 @@ from llama_swap_trio.http.forward import (
     response_headers,
 )
 from llama_swap_trio.http.pool import ClientPool
-from llama_swap_trio.http.upstream_client import UpstreamResponse
-from llama_swap_trio.http.wire import parse_response_head
 
 from .forward_support import (
     ProxyState,

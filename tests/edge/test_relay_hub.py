@@ -1,4 +1,4 @@
-"""The relay hub (http/relay_hub.py) on socket pairs: bodies arrive whole and in order, a slow
+"""The relay hub (edge/relay_hub.py) on socket pairs: bodies arrive whole and in order, a slow
 client holds the upstream back instead of filling memory, and every way a relay ends leaves the
 hub clean. (Through the daemon, every streamed e2e test goes through the hub as well.)"""
 
@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from llama_swap_trio.http import sockio
-from llama_swap_trio.http.relay_hub import (
+from llama_swap_trio.edge import sockio
+from llama_swap_trio.edge.relay_hub import (
     CLIENT_GONE,
     DONE,
     READ_SIZE,
@@ -21,7 +21,7 @@ from llama_swap_trio.http.relay_hub import (
     Relay,
     RelayHub,
 )
-from llama_swap_trio.http.wire import BodyReader, parse_response_head
+from llama_swap_trio.edge.wire import BodyReader, parse_response_head
 
 pytestmark = pytest.mark.trio
 

@@ -54,11 +54,11 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
-from llama_swap_trio.http import hypercorn_patch, sockio
+from llama_swap_trio.edge import hypercorn_patch, sockio
+from llama_swap_trio.edge.disconnect import WATCH_EXTENSION, ClientWatch
+from llama_swap_trio.edge.relay_hub import CLIENT_GONE, DONE, RELAY_EXTENSION, Relay, RelayHub
+from llama_swap_trio.edge.wire import MAX_HEAD, BodyReader, RequestHead, parse_request_head
 from llama_swap_trio.http.asgi import ASGIApp, Message
-from llama_swap_trio.http.disconnect import WATCH_EXTENSION, ClientWatch
-from llama_swap_trio.http.relay_hub import CLIENT_GONE, DONE, RELAY_EXTENSION, Relay, RelayHub
-from llama_swap_trio.http.wire import MAX_HEAD, BodyReader, RequestHead, parse_request_head
 
 log = logging.getLogger(__name__)
 

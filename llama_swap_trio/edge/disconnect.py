@@ -5,7 +5,7 @@ only as an ``http.disconnect`` message from ``receive()`` (research python-stack
 relays a response watches for it, and the watch cancels the work that serves the gone client: the
 wait for a model, the upstream request.
 
-Our front door (http/server.py) reads every connection all along anyway, so it hands the app a
+Our front door (edge/server.py) reads every connection all along anyway, so it hands the app a
 ready :class:`ClientWatch` in the scope (``extensions[WATCH_EXTENSION]``) and fires it itself: no
 watcher task per request. On a connection hypercorn serves, :func:`watching` runs a watcher task
 on ``receive()`` instead.

@@ -1,4 +1,4 @@
-"""HTTP/1.1 wire format (http/wire.py): which request heads the front door serves, and the
+"""HTTP/1.1 wire format (edge/wire.py): which request heads the front door serves, and the
 forwarding client's response parsing and body framing."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llama_swap_trio.http.wire import (
+from llama_swap_trio.edge.wire import (
     BodyReader,
     Framing,
     ProtocolError,

@@ -28,8 +28,8 @@ from typing import Protocol
 
 import trio
 
-from llama_swap_trio.http import sockio
-from llama_swap_trio.http.wire import BodyReader, ProtocolError
+from llama_swap_trio.edge import sockio
+from llama_swap_trio.edge.wire import BodyReader, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ MAX_READS_PER_WAKE = 16
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
 
-#: scope["extensions"] key of the front door's ``relay`` (http/server.py ``_Exchange.relay``)
+#: scope["extensions"] key of the front door's ``relay`` (edge/server.py ``_Exchange.relay``)
 RELAY_EXTENSION = "llama_swap_trio.relay"
 
 #: how a relay ended
@@ -53,7 +53,7 @@ Frame = Callable[[bytes, bool], bytes]
 
 class RelayHost(Protocol):
     """What the front door offers the app as ``scope["extensions"][RELAY_EXTENSION]`` (one per
-    request, http/server.py ``_Exchange``): start a relay of the rest of an upstream body to
+    request, edge/server.py ``_Exchange``): start a relay of the rest of an upstream body to
     this client, and end it (always, in a ``finally``) to get how it went."""
 
     def start_relay(

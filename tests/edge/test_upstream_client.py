@@ -1,4 +1,4 @@
-"""The lean forwarding client (http/upstream_client.py) against raw servers on 127.0.0.1:0.
+"""The lean forwarding client (edge/upstream_client.py) against raw servers on 127.0.0.1:0.
 
 Each server is a small script of what to answer on a connection, so the tests control exactly when
 the upstream closes, what framing it uses and how many connections the client opened.
@@ -15,7 +15,7 @@ import attrs
 import pytest
 import trio
 
-from llama_swap_trio.http.upstream_client import (
+from llama_swap_trio.edge.upstream_client import (
     BrokenResponse,
     ClosedBeforeResponse,
     ConnectFailed,
@@ -23,8 +23,7 @@ from llama_swap_trio.http.upstream_client import (
     UpstreamResponse,
     _Connection,
 )
-
-from .forward_support import closed_port
+from tests.http.forward_support import closed_port
 
 Handler = Callable[["Conn"], Awaitable[None]]
 

@@ -1,4 +1,4 @@
-"""The front door (http/server.py) with small ASGI apps, over real sockets on 127.0.0.1:0.
+"""The front door (edge/server.py) with small ASGI apps, over real sockets on 127.0.0.1:0.
 
 A raw client writes exact bytes and reads exact bytes, so the tests see framing, keep-alive and
 closing as a client does. Requests the front door does not serve itself go to hypercorn, and the
@@ -18,11 +18,11 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from llama_swap_trio.http import server
+from llama_swap_trio.edge import server
+from llama_swap_trio.edge.disconnect import WATCH_EXTENSION, ClientWatch
+from llama_swap_trio.edge.relay_hub import RELAY_EXTENSION
+from llama_swap_trio.edge.server import MAX_DRAIN
 from llama_swap_trio.http.asgi import Receive, Scope, Send
-from llama_swap_trio.http.disconnect import WATCH_EXTENSION, ClientWatch
-from llama_swap_trio.http.relay_hub import RELAY_EXTENSION
-from llama_swap_trio.http.server import MAX_DRAIN
 
 pytestmark = pytest.mark.trio
 

@@ -37,8 +37,8 @@ from typing import Any, cast
 
 import trio
 
-from llama_swap_trio.http import sockio
-from llama_swap_trio.http.wire import (
+from llama_swap_trio.edge import sockio
+from llama_swap_trio.edge.wire import (
     MAX_RESPONSE_HEAD,
     BodyReader,
     Framing,
@@ -221,7 +221,7 @@ class UpstreamResponse:
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def relay_parts(self) -> tuple[socket.socket, BodyReader, list[bytes]] | None:
-        """What the relay hub needs to move the rest of the body itself (http/relay_hub.py): the
+        """What the relay hub needs to move the rest of the body itself (edge/relay_hub.py): the
         socket, the framing state and the bytes already read; None when there is no rest to move
         (the body is complete) or the hub cannot (TLS). Call :meth:`relay_ended` after it."""
         conn = self._conn
