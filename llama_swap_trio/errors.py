@@ -77,6 +77,21 @@ def model_not_loaded(model: str) -> ProxyError:
     )
 
 
+def model_protected(model: str, protected: list[str], *, api_load: bool = False) -> ProxyError:
+    """A request (or an API load without ``?force=true``) that needs protected models evicted."""
+    names = ", ".join(f"'{name}'" for name in protected)
+    noun = "model" if len(protected) == 1 else "models"
+    frees = " and ".join(f"POST /api/models/unload/{name}" for name in protected)
+    hint = f"; or load it anyway with POST /api/models/load/{model}?force=true" if api_load else ""
+    return ProxyError(
+        409,
+        "invalid_request_error",
+        "model_protected",
+        f"model '{model}' cannot be loaded: it would evict protected {noun} {names}, "
+        f"which a request never evicts; free it with {frees}{hint}",
+    )
+
+
 def request_too_large(limit: int) -> ProxyError:
     return ProxyError(
         413,

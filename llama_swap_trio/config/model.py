@@ -82,6 +82,8 @@ class ModelConfig:
     group: str = DEFAULT_GROUP
     #: queue priority from ``[routing.priority]``; higher is served first
     priority: int = 0
+    #: never evicted to make room for a request (SPEC 6.5); only TTL, unload, reload, shutdown
+    protected: bool = False
 
     @property
     def all_aliases(self) -> tuple[str, ...]:

@@ -70,6 +70,8 @@ class RawModel:
     metadata: dict[str, object] = attrs.field(factory=dict)
     filters: RawFilters = attrs.field(factory=RawFilters)
     timeouts: RawTimeouts = attrs.field(factory=RawTimeouts)
+    #: scheduling (SPEC 6.5)
+    protected: bool = False
 
 
 @attrs.frozen

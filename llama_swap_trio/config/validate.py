@@ -370,6 +370,7 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
             timeouts=m.Timeouts(raw.timeouts.connect, raw.timeouts.response_header),
             group=group_of.get(model_id, m.DEFAULT_GROUP),
             priority=priority.get(model_id, 0),
+            protected=raw.protected,
         )
     return m.Config(
         path=typed.path,

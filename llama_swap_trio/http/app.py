@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import trio
 
@@ -471,7 +471,7 @@ class App:
         self._refuse_if_shutting_down()
         async with watching(scope, receive) as watch:
             with watch.cancel_on_disconnect():
-                await self.router.load(model.id)
+                await self.router.load(model.id, force=_query_flag(scope, "force"))
                 await send_json(send, 200, {"msg": "ok", "state": "ready"})
 
     async def _debug_state(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -513,6 +513,13 @@ async def _preflight(scope: Scope, send: Send) -> None:
     if origin != b"*":
         headers.append((b"vary", b"Origin"))
     await send_bytes(send, 204, b"", None, headers)
+
+
+def _query_flag(scope: Scope, name: str) -> bool:
+    """``?name=true`` (or ``1``) in the query string."""
+    query: bytes = scope.get("query_string", b"")
+    values = parse_qs(query.decode("latin-1")).get(name, [])
+    return any(value.lower() in ("true", "1") for value in values)
 
 
 def _with_allow_origin(send: Send, origin: bytes) -> Send:

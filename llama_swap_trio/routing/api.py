@@ -93,8 +93,11 @@ class RouterLike(Protocol):
         """
         ...
 
-    async def load(self, model_id: str) -> None:
-        """Load ``model_id`` as a request would (swapping as needed); return when ready."""
+    async def load(self, model_id: str, *, force: bool = False) -> None:
+        """Load ``model_id`` as a request would (swapping as needed); return when ready.
+
+        Raises 409 ``model_protected`` when that would evict a protected model, unless
+        ``force`` (``POST /api/models/load/{m}?force=true``)."""
         ...
 
     async def unload(self, model_id: str | None = None) -> list[str]:

@@ -116,6 +116,9 @@ class _NewRequest:
     reply: _ReplySlot
     on_progress: ProgressCallback | None
     require_ready: bool
+    #: an API load or preload, and whether it may evict protected models (scheduler rule 8)
+    explicit: bool = False
+    force: bool = False
 
 
 @attrs.frozen
@@ -265,8 +268,8 @@ class Router:
     ) -> AbstractAsyncContextManager[Grant]:
         return self._serve(model_id, on_progress, require_ready)
 
-    async def load(self, model_id: str) -> None:
-        async with self.serve(model_id):
+    async def load(self, model_id: str, *, force: bool = False) -> None:
+        async with self._serve(model_id, None, False, explicit=True, force=force):
             pass
 
     async def unload(self, model_id: str | None = None) -> list[str]:
@@ -310,14 +313,20 @@ class Router:
 
     @asynccontextmanager
     async def _serve(
-        self, model_id: str, on_progress: ProgressCallback | None, require_ready: bool
+        self,
+        model_id: str,
+        on_progress: ProgressCallback | None,
+        require_ready: bool,
+        *,
+        explicit: bool = False,
+        force: bool = False,
     ) -> AsyncIterator[Grant]:
         if self._closing:
             raise self._refusal()
         rid = next(self._rids)
         slot = _ReplySlot()
         try:
-            request = _NewRequest(rid, model_id, slot, on_progress, require_ready)
+            request = _NewRequest(rid, model_id, slot, on_progress, require_ready, explicit, force)
             if not self._post(request, inline=True):
                 raise self._refusal()
             try:
@@ -363,9 +372,11 @@ class Router:
     def _handle(self, message: _Message) -> None:
         scheduler = self._scheduler
         match message:
-            case _NewRequest(rid, model, reply, on_progress, require_ready):
+            case _NewRequest(rid, model, reply, on_progress, require_ready, explicit, force):
                 self._waiters[rid] = _Waiter(reply, on_progress)
-                scheduler.request(rid, model, require_ready=require_ready)
+                scheduler.request(
+                    rid, model, require_ready=require_ready, explicit=explicit, force=force
+                )
             case _Cancel(rid):
                 self._waiters.pop(rid, None)
                 scheduler.cancel(rid)

@@ -38,6 +38,11 @@ The rules, numbered so tests and comments can cite them:
    yet; ``ready`` after
    its load succeeded and until it is stopped or crashes; else ``stopped``. Every model not
    ``stopped`` is "running" for the swapper.
+8. A ready ``protected`` model is never evicted for a request: a request whose load would evict
+   one is refused at once with 409 ``model_protected`` naming it (also when the request was
+   queued first and the model became ready meanwhile). An explicit load (``POST
+   /api/models/load/{m}``) is refused the same way unless it is forced (``?force=true``).
+   TTL, unload and shutdown stop a protected model as any other.
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ class Decision(enum.Enum):
     QUEUE = "queue"
     GRANT = "grant"
     START = "start"
+    REFUSE = "refuse"
 
 
 @attrs.frozen
@@ -97,6 +103,8 @@ class Facts:
     evict: frozenset[str]
     collides: bool
     evict_busy: bool
+    #: ready protected models among ``evict`` (rule 8; empty for a forced load)
+    protected: frozenset[str] = frozenset()
 
 
 #: The decision tree (SPEC 3.5, llama-swap's FIFO), in order; the first matching rule wins.
@@ -105,6 +113,7 @@ DECISION_RULES: tuple[tuple[str, Callable[[Facts], bool], Decision], ...] = (
     ("a load of it is under way", lambda f: f.loading, Decision.JOIN),
     ("it is being stopped", lambda f: f.stopping, Decision.QUEUE),
     ("ready, nothing to evict", lambda f: f.ready and not f.evict, Decision.GRANT),
+    ("an eviction is a ready protected model", lambda f: bool(f.protected), Decision.REFUSE),
     ("an eviction collides with a load/stop", lambda f: f.collides, Decision.QUEUE),
     ("an eviction has requests in flight", lambda f: f.evict_busy, Decision.QUEUE),
     ("otherwise", lambda f: True, Decision.START),
@@ -116,6 +125,9 @@ class _Request:
     rid: int
     model: str
     priority: int
+    #: an explicit load (API, preload): the 409 says how to force it; ``force`` evicts protected
+    explicit: bool = False
+    force: bool = False
     #: the target of the load this request waits for; None while queued
     load: str | None = None
     #: the last queue position told to the request (0 = none)
@@ -195,7 +207,8 @@ class Scheduler:
         """Every model not stopped (rule 7): what the swapper is given."""
         return frozenset(m for m in self._models if self.state(m) != UpstreamState.STOPPED)
 
-    def facts(self, model: str) -> Facts:
+    def facts(self, model: str, *, force: bool = False) -> Facts:
+        """What the decision rules look at for a request for ``model`` (``force``: rule 8)."""
         load = self._loads.get(model)
         stopping = self.state(model) == UpstreamState.STOPPING
         evict: frozenset[str] = frozenset()
@@ -208,6 +221,11 @@ class Scheduler:
                 reserved.update(other.evict)
             collides = not evict.isdisjoint(reserved)
             evict_busy = any(self._in_flight[m] > 0 for m in evict)
+        protected: frozenset[str] = frozenset()
+        if evict and not force:
+            protected = frozenset(
+                m for m in evict if m in self._ready and self._models[m].protected
+            )
         return Facts(
             loading=load is not None and not load.cancelled,
             load_cancelled=load is not None and load.cancelled,
@@ -216,20 +234,39 @@ class Scheduler:
             evict=evict,
             collides=collides,
             evict_busy=evict_busy,
+            protected=protected,
         )
 
-    def decide(self, model: str) -> tuple[Decision, str]:
+    def decide(self, model: str, *, force: bool = False) -> tuple[Decision, str]:
         """What a request for ``model`` would get now, and the rule that said so."""
-        facts = self.facts(model)
+        decision, reason, _ = self._verdict(model, force)
+        return decision, reason
+
+    def _verdict(self, model: str, force: bool) -> tuple[Decision, str, Facts]:
+        facts = self.facts(model, force=force)
         for reason, applies, decision in DECISION_RULES:
             if applies(facts):
-                return decision, reason
+                return decision, reason, facts
         raise AssertionError("the last rule always applies")  # pragma: no cover
 
     # ---------------------------------------------------------------- events
 
-    def request(self, rid: int, model: str, *, require_ready: bool = False) -> None:
-        """A new request (rule 1, then rule 2). ``require_ready``: grant now or refuse 409."""
+    def request(
+        self,
+        rid: int,
+        model: str,
+        *,
+        require_ready: bool = False,
+        explicit: bool = False,
+        force: bool = False,
+    ) -> None:
+        """A new request (rule 1, then rule 2).
+
+        Args:
+            require_ready: grant now or refuse 409 ``model_not_loaded``.
+            explicit: an API load or preload (its ``model_protected`` says how to force it).
+            force: may evict protected models (rule 8; ``?force=true`` of an API load).
+        """
         config = self._models.get(model)
         if self._closing:
             self._effects.refuse(rid, self._refusal())
@@ -239,15 +276,15 @@ class Scheduler:
             self._effects.refuse(rid, errors.concurrency_limit(model, config.concurrency_limit))
         else:
             self._admitted[model] += 1
-            req = _Request(rid, model, config.priority)
-            decision, _ = self.decide(model)
+            req = _Request(rid, model, config.priority, explicit, force)
+            decision, _, facts = self._verdict(model, force)
             if require_ready and decision is not Decision.GRANT:
                 self._release(model)
                 self._effects.refuse(rid, errors.model_not_loaded(model))
             elif decision is Decision.QUEUE:
                 self._enqueue(req)
             else:
-                self._act(req, decision)
+                self._act(req, decision, facts)
         self._after()
 
     def cancel(self, rid: int) -> None:
@@ -413,9 +450,13 @@ class Scheduler:
         self._queued.insert(index, req)
         self._waiting[req.rid] = req
 
-    def _act(self, req: _Request, decision: Decision) -> None:
+    def _act(self, req: _Request, decision: Decision, facts: Facts) -> None:
         if decision is Decision.GRANT:
             self._grant(req, 0.0)
+            return
+        if decision is Decision.REFUSE:
+            protected = sorted(facts.protected)
+            self._refuse(req, errors.model_protected(req.model, protected, api_load=req.explicit))
             return
         if decision is Decision.JOIN:
             load = self._loads[req.model]
@@ -432,12 +473,12 @@ class Scheduler:
         self._effects.progress(req.rid, Progress("loading", evict=tuple(sorted(load.evict))))
 
     def _try_queued(self, req: _Request) -> bool:
-        decision, _ = self.decide(req.model)
+        decision, _, facts = self._verdict(req.model, req.force)
         if decision is Decision.QUEUE:
             return False
         self._queued.remove(req)
         del self._waiting[req.rid]
-        self._act(req, decision)
+        self._act(req, decision, facts)
         return True
 
     def _drain(self, first: str | None = None) -> None:

@@ -142,7 +142,7 @@ class FakeRouter:
         finally:
             self.in_flight[model_id] -= 1
 
-    async def load(self, model_id: str) -> None:
+    async def load(self, model_id: str, *, force: bool = False) -> None:
         if model_id in self.errors:
             raise self.errors[model_id]
         self.loads.append(model_id)

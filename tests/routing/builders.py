@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import attrs
+
 from llama_swap_trio.config.model import (
     DEFAULT_GROUP,
     Config,
@@ -56,8 +58,10 @@ def group_config(
     loose: Iterable[str] = (),
     priority: Mapping[str, int] | None = None,
     limits: Mapping[str, int] | None = None,
+    settings: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Config:
-    """Models are the groups' members plus ``loose`` ones, which form the implicit group."""
+    """Models are the groups' members plus ``loose`` ones, which form the implicit group.
+    ``settings``: model id -> ``ModelConfig`` fields to set (``{"a": {"protected": True}}``)."""
     priority = priority or {}
     limits = limits or {}
     members = {m: g.name for g in groups for m in g.members}
@@ -71,6 +75,8 @@ def group_config(
         m: model(m, group=g, priority=priority.get(m, 0), concurrency_limit=limits.get(m, 0))
         for m, g in members.items()
     }
+    for m, fields in (settings or {}).items():
+        models[m] = attrs.evolve(models[m], **fields)
     return Config(
         path="test.toml", models=models, aliases={}, routing=RoutingConfig("group", all_groups)
     )
@@ -80,9 +86,10 @@ def single_group(
     *ids: str,
     priority: Mapping[str, int] | None = None,
     limits: Mapping[str, int] | None = None,
+    settings: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Config:
     """The classic setup: no [routing], one model at a time."""
-    return group_config(loose=ids, priority=priority, limits=limits)
+    return group_config(loose=ids, priority=priority, limits=limits, settings=settings)
 
 
 def matrix_config(

@@ -65,9 +65,18 @@ class Harness:
         self.s = Scheduler(config.models, self.swapper, self.fx)
         self._next = 0
 
-    def req(self, model: str, *, require_ready: bool = False) -> int:
+    def req(
+        self,
+        model: str,
+        *,
+        require_ready: bool = False,
+        explicit: bool = False,
+        force: bool = False,
+    ) -> int:
         self._next += 1
-        self.s.request(self._next, model, require_ready=require_ready)
+        self.s.request(
+            self._next, model, require_ready=require_ready, explicit=explicit, force=force
+        )
         return self._next
 
     def ok(self, target: str, seconds: float = 1.0) -> None:

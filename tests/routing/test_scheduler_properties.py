@@ -38,6 +38,12 @@ CONFIGS: dict[str, Config] = {
         costs={"c": 5},
         priority={"b": 2},
     ),
+    "protected": group_config(
+        group("swap", "a", "b", "c"),
+        group("side", "d"),
+        priority={"c": 2},
+        settings={"a": {"protected": True}, "d": {"protected": True}},
+    ),
 }
 
 OPS = (
@@ -45,6 +51,8 @@ OPS = (
     "request",
     "request",
     "require_ready",
+    "api_load",
+    "force_load",
     "cancel",
     "depart",
     "deliver_cancel",
@@ -73,6 +81,9 @@ class Model:
         self.served: Counter[int] = Counter()
         self.done: set[int] = set()
         self.requested: list[int] = []
+        self.forced: set[int] = set()
+        #: a forced request is being made right now (its load may start inside ``request``)
+        self.forcing = False
         fx = self.h.fx
         original_start = fx.start_load
 
@@ -81,6 +92,14 @@ class Model:
             busy = {m for m in evict if self.h.s.in_flight(m) > 0}
             assert not busy, f"load of {target} evicts busy {busy}"
             assert target not in evict
+            # a ready protected model is evicted only for a forced API load (rule 8)
+            protected = {
+                m
+                for m in evict
+                if self.h.config.models[m].protected and self.h.s.state(m) == UpstreamState.READY
+            }
+            if protected:
+                assert self.forcing or self.forced & self.h.s.waiting(), (target, protected)
             original_start(target, evict, explanation)
 
         fx.start_load = start_load  # type: ignore[method-assign]
@@ -92,6 +111,13 @@ class Model:
         h, s = self.h, self.h.s
         if op in ("request", "require_ready"):
             rid = h.req(str(self.pick(self.models, n)), require_ready=op == "require_ready")
+            self.requested.append(rid)
+        elif op in ("api_load", "force_load"):
+            self.forcing = op == "force_load"
+            rid = h.req(str(self.pick(self.models, n)), explicit=True, force=self.forcing)
+            if self.forcing:
+                self.forced.add(rid)
+            self.forcing = False
             self.requested.append(rid)
         elif op == "cancel" and (live := sorted(s.waiting() | s.granted())):
             rid = int(str(self.pick(live, n)))
@@ -150,7 +176,9 @@ class Model:
         priorities = [h.config.models[e.model].priority for e in s.queue()]
         assert priorities == sorted(priorities, reverse=True)
         for entry in s.queue():
-            assert s.decide(entry.model)[0] is Decision.QUEUE, entry
+            # (a forced API load queues where a plain request would be refused: rule 8)
+            decisions = {s.decide(entry.model)[0], s.decide(entry.model, force=True)[0]}
+            assert Decision.QUEUE in decisions, entry
         # the models ready or starting satisfy the routing rules
         active = {
             m for m in self.models if s.state(m) in (UpstreamState.READY, UpstreamState.STARTING)
