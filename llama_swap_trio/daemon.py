@@ -46,7 +46,10 @@ from llama_swap_trio.feed.logs import FeedLogHandler, Redactor
 from llama_swap_trio.generation import Dispatcher, Generation, Shared
 from llama_swap_trio.http.asgi import ASGIApp
 from llama_swap_trio.logbuffer import LogBuffer
+from llama_swap_trio.observe import Observability
+from llama_swap_trio.observe.activity import ActivityStoreError, Store, open_store
 from llama_swap_trio.reload import Reloader, watch_config_file
+from llama_swap_trio.routing.api import RouterSnapshot
 from llama_swap_trio.upstream.guard import GuardError, open_process_guard, state_file_path
 
 log = logging.getLogger("llama_swap_trio")
@@ -201,9 +204,19 @@ async def serve(
     dispatcher = Dispatcher()
     reloader: Reloader | None = None
 
+    def current_snapshot() -> RouterSnapshot | None:
+        return dispatcher.current.router.snapshot() if dispatcher.current is not None else None
+
+    store = _open_activity_store(config)
+    observe = Observability(
+        bus, current_snapshot, max_entries=config.activity.max_entries, store=store
+    )
+
     async with open_process_guard(state_file_path(config.path)) as guard:
-        shared = Shared(bus, guard, proxy_logs, LogBuffer(), {}, graceful.is_set)
+        shared = Shared(bus, guard, proxy_logs, LogBuffer(), {}, graceful.is_set, observe)
         async with trio.open_nursery() as root:
+            # progress ticks and the activity writer; last to stop, so the last requests are kept
+            await root.start(observe.run)
 
             def begin_shutdown() -> None:
                 if dispatcher.current is not None:
@@ -274,6 +287,16 @@ async def serve(
             bus.close()
             root.cancel_scope.cancel()
     log.info("stopped")
+
+
+def _open_activity_store(config: Config) -> Store | None:
+    """The ``activity.db`` database, when configured (a startup error when it is unusable)."""
+    if config.activity.db is None:
+        return None
+    try:
+        return open_store(config.activity.db, config.activity.max_entries)
+    except ActivityStoreError as error:
+        raise DaemonError(str(error)) from None
 
 
 def _path_with_interpreter_dir() -> None:

@@ -47,6 +47,7 @@ from llama_swap_trio.http.events import snapshot_message
 from llama_swap_trio.http.logs import STREAM_PREFIX
 from llama_swap_trio.http.pool import ClientPool
 from llama_swap_trio.logbuffer import LogBuffer
+from llama_swap_trio.observe import Observability
 from llama_swap_trio.routing.router import Router
 from llama_swap_trio.upstream.api import LogLine, StateChanged, UpstreamEvent, UpstreamState
 from llama_swap_trio.upstream.guard import ProcessGuard
@@ -74,6 +75,10 @@ class Shared:
     model_logs: MutableMapping[str, LogBuffer]
     #: true once the daemon is stopping
     shutting_down: Callable[[], bool]
+    #: the request tracker, metrics and history (ids and counts span reloads)
+    observe: Observability = attrs.field(
+        default=attrs.Factory(lambda self: Observability(self.bus), takes_self=True)
+    )
 
 
 class _Notices:
@@ -208,6 +213,7 @@ class Generation:
                     proxy_logs=shared.proxy_logs,
                     upstream_logs={"": shared.upstream_logs, **shared.model_logs},
                     shutting_down=shared.shutting_down,
+                    observe=shared.observe,
                 )
                 task_status.started()
 
@@ -243,7 +249,9 @@ class Generation:
 
     def snapshot_message(self) -> dict[str, object]:
         """The feed's ``snapshot`` for this generation (published after a reload)."""
-        return snapshot_message(self.config, self.router.snapshot())
+        return snapshot_message(
+            self.config, self.router.snapshot(), self._shared.observe.tracker.open_requests()
+        )
 
     # -- requests ----------------------------------------------------------------------------
 

@@ -139,6 +139,15 @@ class RoutingConfig:
 
 
 @attrs.frozen
+class ActivityConfig:
+    """``[activity]`` (SPEC 6.2): the request history."""
+
+    max_entries: int = 10_000
+    #: the SQLite file (relative paths resolved against the config file's folder); None = none
+    db: str | None = None
+
+
+@attrs.frozen
 class Config:
     #: the file this was loaded from (for messages and the state file location)
     path: str
@@ -159,6 +168,7 @@ class Config:
     preload: tuple[str, ...] = ()
     #: ``upstream.ignore_paths``, compiled
     ignore_paths: tuple[re.Pattern[str], ...] = ()
+    activity: ActivityConfig = ActivityConfig()
 
     def resolve(self, name: str) -> ModelConfig | None:
         """The model a request names, by id then by alias; None when unknown."""

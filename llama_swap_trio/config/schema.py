@@ -114,6 +114,13 @@ class RawUpstream:
 
 
 @attrs.frozen
+class RawActivity:
+    max_entries: int = 10_000
+    #: None = not set (history in memory only)
+    db: str | None = None
+
+
+@attrs.frozen
 class RawConfig:
     """The top level, without ``models`` and ``routing``: those are structured separately (one
     model at a time) so that a typo in one place does not hide problems in another."""
@@ -130,6 +137,7 @@ class RawConfig:
     macros: dict[str, object] = attrs.field(factory=dict)
     hooks: RawHooks = attrs.field(factory=RawHooks)
     upstream: RawUpstream = attrs.field(factory=RawUpstream)
+    activity: RawActivity = attrs.field(factory=RawActivity)
     # Structured on their own (see the class docstring); declared so they count as known keys.
     models: dict[str, object] = attrs.field(factory=dict)
     routing: dict[str, object] = attrs.field(factory=dict)

@@ -8,6 +8,7 @@ reference to it into an "unknown model" line.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import urllib.parse
@@ -110,6 +111,9 @@ class _Checker:
                 add(("api_keys", i), "must not be empty")
             elif any(c.isspace() for c in key):
                 add(("api_keys", i), "must not contain spaces")
+        _at_least(self.problems, ("activity", "max_entries"), top.activity.max_entries, 1)
+        if top.activity.db is not None and not top.activity.db.strip():
+            add(("activity", "db"), "must not be empty (leave it out to keep no database)")
 
     def ignore_paths(self, top: RawConfig) -> tuple[re.Pattern[str], ...]:
         patterns = top.upstream.ignore_paths
@@ -388,4 +392,13 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
         api_keys=top.api_keys,
         preload=preload,
         ignore_paths=ignore,
+        activity=_activity(typed.path, top),
     )
+
+
+def _activity(config_path: str, top: RawConfig) -> m.ActivityConfig:
+    """``[activity]``; a relative ``db`` is taken from the config file's folder."""
+    db = top.activity.db
+    if db is not None:
+        db = os.path.join(os.path.dirname(os.path.abspath(config_path)), os.path.expanduser(db))
+    return m.ActivityConfig(max_entries=top.activity.max_entries, db=db)

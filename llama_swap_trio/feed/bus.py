@@ -1,9 +1,9 @@
 """Fan-out of daemon events to feed subscribers, never blocking the publisher.
 
 Each subscriber has a bounded buffer. ``publish`` is synchronous and O(subscribers): it never
-awaits, never raises on a subscriber's account and never logs (a logging handler publishes proxy
-log lines here, so a log call inside ``publish`` would recurse). So the router and the request
-path never wait for a slow websocket client (ARCHITECTURE rule 7).
+awaits, never raises on a subscriber's account and never logs for one (a logging handler
+publishes proxy log lines here, so a log call inside ``publish`` would recurse). So the router
+and the request path never wait for a slow websocket client (ARCHITECTURE rule 7).
 
 A subscriber whose buffer is full loses the message. The loss is recorded *where it happened*:
 the subscriber reads the messages it had buffered, then ``{"type": "lagged", "dropped": N}``, then
@@ -12,19 +12,28 @@ what arrived after the gap. That way a client knows which of its messages are st
 ``log`` events (SPEC 5: only with ``?logs=1``) reach only subscribers that asked for them, so a
 chatty upstream never fills (and lags) the buffers of clients that do not show logs.
 
+*Listeners* (:meth:`EventBus.add_listener`) are the in-process consumers (metrics, the activity
+ring, observe/): synchronous callbacks that see every event except ``log`` ones, in order and
+never dropped, so a counter is exact however slow the feed clients are. A listener must be quick
+and must not block; one that raises is logged and kept (the event still reaches everyone else).
+
 ``close`` (the daemon begins to shut down) ends every subscription after its buffered events; a
 subscription opened on a closed bus ends at once.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import trio
 
 Event = Mapping[str, Any]
+Listener = Callable[[Event], None]
+
+log = logging.getLogger(__name__)
 
 #: events buffered per subscriber before it starts losing them
 DEFAULT_BUFFER = 256
@@ -125,11 +134,23 @@ class Subscription:
 class EventBus:
     def __init__(self) -> None:
         self._subscribers: set[Subscription] = set()
+        self._listeners: tuple[Listener, ...] = ()
         self._closed = False
 
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every later event but ``log`` ones (see the module doc)."""
+        self._listeners = (*self._listeners, listener)
+
     def publish(self, event: Event) -> None:
-        """Offer ``event`` to every subscriber. Never blocks, never raises, never logs."""
+        """Offer ``event`` to every subscriber and listener. Never blocks, never raises."""
         is_log = event.get("type") == "log"
+        if not is_log:
+            for listener in self._listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    # Not a log event, so this line reaches subscribers only: no recursion.
+                    log.exception("event listener %r failed on %s", listener, event.get("type"))
         for subscriber in tuple(self._subscribers):
             if is_log and not subscriber.logs:
                 continue

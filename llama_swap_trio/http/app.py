@@ -33,12 +33,13 @@ from llama_swap_trio.config.model import Config, ModelConfig
 from llama_swap_trio.edge.disconnect import watching
 from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.feed.bus import EventBus
+from llama_swap_trio.feed.logs import Redactor
 from llama_swap_trio.http.asgi import ASGIApp, Receive, Scope, Send, answer_lifespan
 from llama_swap_trio.http.auth import is_authorized
 from llama_swap_trio.http.debug import DEBUG_PATH, debug_enabled, debug_state
 from llama_swap_trio.http.errors import send_bytes, send_error, send_json, send_text
 from llama_swap_trio.http.events import handle_events
-from llama_swap_trio.http.forward import ForwardResult, forward_http
+from llama_swap_trio.http.forward import CLIENT_CLOSED, ForwardResult, forward_http
 from llama_swap_trio.http.hygiene import (
     CLIENT_QUERY,
     check_upstream_rest,
@@ -61,6 +62,10 @@ from llama_swap_trio.http.request import (
 from llama_swap_trio.http.rewrite import rewrite_request
 from llama_swap_trio.http.websocket_tunnel import tunnel_websocket
 from llama_swap_trio.logbuffer import LogBuffer
+from llama_swap_trio.observe import Observability
+from llama_swap_trio.observe.access import EXCHANGE, Exchange, log_exchange
+from llama_swap_trio.observe.http import ObserveViews
+from llama_swap_trio.observe.requests import RequestLife
 from llama_swap_trio.routing.api import RouterLike
 from llama_swap_trio.upstream.api import UpstreamState
 
@@ -123,6 +128,7 @@ def create_app(
     proxy_logs: LogBuffer,
     upstream_logs: Mapping[str, LogBuffer],
     shutting_down: Callable[[], bool],
+    observe: Observability | None = None,
 ) -> ASGIApp:
     """The daemon's ASGI application.
 
@@ -133,9 +139,18 @@ def create_app(
         bus: the event bus; a ``request`` event is published for every forwarded request.
         proxy_logs, upstream_logs: the proxy's log and each model's output (by model id).
         shutting_down: true once the daemon is stopping; new model requests then get 503.
+        observe: the daemon's request tracker, metrics and history (default: a fresh one).
     """
+    if observe is None:
+        observe = Observability(bus, lambda: router.snapshot())
     return App(
-        config, router, pool, bus, LogViews(config, proxy_logs, upstream_logs), shutting_down
+        config,
+        router,
+        pool,
+        bus,
+        LogViews(config, proxy_logs, upstream_logs),
+        shutting_down,
+        observe,
     )
 
 
@@ -148,6 +163,7 @@ class App:
         bus: EventBus,
         logs: LogViews,
         shutting_down: Callable[[], bool],
+        observe: Observability,
     ) -> None:
         self.config = config
         self.router = router
@@ -155,6 +171,9 @@ class App:
         self.bus = bus
         self.logs = logs
         self.shutting_down = shutting_down
+        self.observe = observe
+        self._views = ObserveViews(config, observe)
+        self._redact = Redactor(config.api_keys)
         self._keys = tuple(key.encode() for key in config.api_keys)
         model = self._model_request
         self._routes: dict[str, tuple[frozenset[str], Handler]] = {
@@ -171,6 +190,8 @@ class App:
                 "/logs": (get, self._logs),
                 "/logs/stream": (get, self._log_stream),
                 "/api/events": (get, self._events),
+                "/metrics": (get, self._views.metrics),
+                "/api/activity": (get, self._views.activity),
             }
         )
         if debug_enabled():
@@ -194,6 +215,22 @@ class App:
             await answer_lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = Exchange(trio.current_time())
+        scope[EXCHANGE] = exchange
+        try:
+            await self._serve_http(scope, receive, exchange.wrap(send))
+        finally:
+            if exchange.event is None and self._model_routed(scope["path"]):
+                self.observe.metrics.unresolved(exchange.status or CLIENT_CLOSED)
+            log_exchange(scope, exchange, trio.current_time(), self._redact)
+
+    def _model_routed(self, path: str) -> bool:
+        route = self._routes.get(path)
+        return (route is not None and route[1] == self._model_request) or path.startswith(
+            UPSTREAM_PREFIX
+        )
+
+    async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
         path: str = scope["path"]
         ambiguous = framing_error(scope)
@@ -252,6 +289,7 @@ class App:
             raise errors.model_not_found(parsed.model)
         rewritten = rewrite_request(scope, body, parsed, model)
         path: str = scope["path"]
+        life = self._start_life(scope, model)
         if (
             model.send_loading_state
             and parsed.stream
@@ -268,10 +306,21 @@ class App:
                 body=rewritten.body,
                 pool=self.pool,
                 target=rewritten.target,
+                life=life,
             )
-            self._publish(model, path, result)
+            self._finish(life, result)
             return
-        await self._forward(model, rewritten.scope, receive, send, rewritten.body, rewritten.target)
+        await self._forward(
+            model, rewritten.scope, receive, send, rewritten.body, rewritten.target, life
+        )
+
+    def _start_life(self, scope: Scope, model: ModelConfig) -> RequestLife:
+        """Publish ``request_start`` for a request resolved to ``model``."""
+        exchange: Exchange | None = scope.get(EXCHANGE)
+        if exchange is not None:
+            exchange.model = model.id
+        arrived = exchange.arrived if exchange is not None else trio.current_time()
+        return self.observe.tracker.start(model.id, scope["path"], scope["method"], arrived)
 
     async def _forward(
         self,
@@ -281,6 +330,7 @@ class App:
         send: Send,
         body: bytes,
         target: str | None,
+        life: RequestLife,
         *,
         require_ready: bool = False,
     ) -> None:
@@ -290,57 +340,56 @@ class App:
         ``receive()``). A disconnect before the grant cancels the wait (the router drops the
         request; it never causes a load); after the grant it only cuts the forwarding
         (``forward_http`` registers its scope with the same watch), so the result, and its
-        event, survive the client's leaving.
+        event, survive the client's leaving. ``life`` is finished however it ends.
         """
-        granted = False
-        forwarding_since = 0.0
         result: ForwardResult | None = None
         failure: ProxyError | None = None
-        async with watching(scope, receive) as watch:
-            try:
-                with watch.cancel_on_disconnect() as waiting:
-                    async with self.router.serve(model.id, require_ready=require_ready) as grant:
-                        watch.release(waiting)  # from here on only the forwarding is cut
-                        granted = True
-                        forwarding_since = trio.current_time()
-                        result = await forward_http(
-                            scope,
-                            receive,
-                            send,
-                            grant=grant,
-                            body=body,
-                            pool=self.pool,
-                            target=target,
-                            watch=watch,
-                        )
-            except ProxyError as error:
-                failure = error
+        try:
+            async with watching(scope, receive) as watch:
+                try:
+                    with watch.cancel_on_disconnect() as waiting:
+                        async with self.router.serve(
+                            model.id, on_progress=life.on_progress, require_ready=require_ready
+                        ) as grant:
+                            watch.release(waiting)  # from here on only the forwarding is cut
+                            result = await forward_http(
+                                scope,
+                                receive,
+                                send,
+                                grant=grant,
+                                body=body,
+                                pool=self.pool,
+                                target=target,
+                                watch=watch,
+                                life=life,
+                            )
+                except ProxyError as error:
+                    failure = error
+        finally:
+            if failure is not None:  # refused (429, 502 failed start...) or forwarding failed
+                self.observe.tracker.finish(life, failure.status, error=failure.code)
+            elif result is not None:
+                self._finish(life, result)
+            else:  # the client left while it waited (or the daemon is cancelling us)
+                self.observe.tracker.finish(life, CLIENT_CLOSED)
         if failure is not None:
-            if granted:  # the forwarding itself failed (502/504): the feed shows it too
-                duration_ms = (trio.current_time() - forwarding_since) * 1000
-                self._publish(
-                    model, scope["path"], ForwardResult(failure.status, None, duration_ms)
-                )
             raise failure
-        if result is not None:
-            self._publish(model, scope["path"], result)
 
-    def _publish(self, model: ModelConfig, path: str, result: ForwardResult) -> None:
-        event: dict[str, Any] = {
-            "type": "request",
-            "model": model.id,
-            "path": path,
-            "status": result.status,
-            "duration_ms": round(result.duration_ms, 3),
-            "ttfb_ms": None if result.ttfb_ms is None else round(result.ttfb_ms, 3),
-        }
-        if result.prompt_tokens is not None:
-            event["prompt_tokens"] = result.prompt_tokens
-        if result.completion_tokens is not None:
-            event["completion_tokens"] = result.completion_tokens
-        if result.tokens_per_second is not None:
-            event["tokens_per_second"] = result.tokens_per_second
-        self.bus.publish(event)
+    def _finish(self, life: RequestLife, result: ForwardResult) -> None:
+        """The ``request`` event of a forwarded request."""
+        error = result.error
+        if error is None and result.upstream_failed:
+            error = "upstream_error"  # broken off mid-response: the client got a truncated body
+        self.observe.tracker.finish(
+            life,
+            result.status,
+            first_byte_at=result.first_byte_at,
+            upstream_ttfb_ms=result.ttfb_ms,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            tokens_per_second=result.tokens_per_second,
+            error=error,
+        )
 
     # -- /upstream/{model}/{path} ------------------------------------------------------------------
 
@@ -376,6 +425,7 @@ class App:
             send,
             body,
             target.raw_rest + suffix,
+            self._start_life(scope, target.model),
             require_ready=self._must_be_ready(target),
         )
 
@@ -389,9 +439,7 @@ class App:
                     raise errors.unauthorized()
                 scope = without_api_key(scope)
             if path == "/api/events":
-                await handle_events(
-                    scope, receive, send, config=self.config, router=self.router, bus=self.bus
-                )
+                await self._events(scope, receive, send)
                 return
             if not path.startswith(UPSTREAM_PREFIX):
                 raise errors.not_found(path)
@@ -487,7 +535,13 @@ class App:
 
     async def _events(self, scope: Scope, receive: Receive, send: Send) -> None:
         await handle_events(
-            scope, receive, send, config=self.config, router=self.router, bus=self.bus
+            scope,
+            receive,
+            send,
+            config=self.config,
+            router=self.router,
+            bus=self.bus,
+            requests=self.observe.tracker.open_requests,
         )
 
 

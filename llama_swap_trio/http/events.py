@@ -1,7 +1,8 @@
 """``GET /api/events``: the live feed (SPEC 5), as SSE or, on an upgrade request, a websocket.
 
 Every connection gets a ``snapshot`` built from the router, then every bus event as it is
-published: ``model_state``, ``swap``, ``queue``, ``request``, ``lagged`` when this client was too
+published: ``model_state``, ``swap``, ``queue``, ``request_start``, ``request_progress``,
+``request``, ``lagged`` when this client was too
 slow, and ``log`` only when it asked with ``?logs=1`` (the bus filters those, so a chatty upstream
 cannot lag a client that does not show logs). The API key is checked by the app before we get here.
 
@@ -23,6 +24,7 @@ states of the upstreams, which change after the drain.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -48,8 +50,11 @@ _SSE_HEADERS = [
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
-def snapshot_message(config: Config, snapshot: RouterSnapshot) -> dict[str, Any]:
-    """The first message of every feed connection."""
+def snapshot_message(
+    config: Config, snapshot: RouterSnapshot, requests: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The first message of every feed connection; ``requests``: the started, unfinished ones
+    (SPEC 6.2, ``[{id, model, path, at}]``)."""
     models: list[dict[str, Any]] = []
     for status in snapshot.models:
         record: dict[str, Any] = {"id": status.id, "state": str(status.state)}
@@ -64,6 +69,7 @@ def snapshot_message(config: Config, snapshot: RouterSnapshot) -> dict[str, Any]
         "version": __version__,
         "models": models,
         "queue": [{"model": entry.model, "position": entry.position} for entry in snapshot.queue],
+        "requests": requests if requests is not None else [],
     }
 
 
@@ -84,10 +90,14 @@ async def handle_events(
     config: Config,
     router: RouterLike,
     bus: EventBus,
+    requests: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> None:
-    """Serve one feed client until it leaves or the bus closes (shutdown)."""
+    """Serve one feed client until it leaves or the bus closes (shutdown); ``requests`` gives
+    the snapshot's open requests."""
     with bus.subscribe(logs=wants_logs(scope)) as subscription:
-        first = snapshot_message(config, router.snapshot())
+        first = snapshot_message(
+            config, router.snapshot(), requests() if requests is not None else None
+        )
         if scope["type"] == "websocket":
             await _serve_websocket(receive, send, subscription, first)
         else:

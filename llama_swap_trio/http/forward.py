@@ -28,6 +28,7 @@ import logging
 import math
 import socket
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -49,6 +50,9 @@ from llama_swap_trio.http.asgi import Receive, Scope, Send
 from llama_swap_trio.http.pool import ClientPool
 from llama_swap_trio.http.usage import UsageSniffer
 from llama_swap_trio.routing.api import Grant
+
+if TYPE_CHECKING:
+    from llama_swap_trio.observe.requests import RequestLife
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,8 @@ class ForwardResult:
         client_disconnected: the client went away before the response was complete.
         upstream_failed: the upstream broke the response off (head already sent: the client's
             response was left truncated, see the module docstring).
+        first_byte_at: trio time of ``ttfb_ms``'s end (None with it), for times from arrival.
+        error: the SPEC 3.3 code of the error the client got, when the proxy answered one.
     """
 
     status: int
@@ -103,6 +109,8 @@ class ForwardResult:
     tokens_per_second: float | None = None
     client_disconnected: bool = False
     upstream_failed: bool = False
+    first_byte_at: float | None = None
+    error: str | None = None
 
 
 # -- request and response headers ----------------------------------------------------------------
@@ -200,6 +208,7 @@ async def forward_http(
     target: str | None = None,
     headers_sent: bool = False,
     watch: ClientWatch | None = None,
+    life: RequestLife | None = None,
 ) -> ForwardResult:
     """Forward the request in ``scope`` (its body already read: ``body``) to ``grant``'s upstream.
 
@@ -217,6 +226,7 @@ async def forward_http(
             ``data: [DONE]`` events.
         watch: a disconnect watcher the caller already runs on ``receive`` (loading-state mode);
             when None, one is started here.
+        life: the request's feed record; it gets the relay's accounting (``request_progress``).
 
     Returns:
         How it ended; see :class:`ForwardResult`.
@@ -227,9 +237,9 @@ async def forward_http(
             head timeout).
     """
     if watch is not None:
-        return await _forward(scope, send, grant, body, pool, target, headers_sent, watch)
+        return await _forward(scope, send, grant, body, pool, target, headers_sent, watch, life)
     async with watching(scope, receive) as own_watch:
-        return await _forward(scope, send, grant, body, pool, target, headers_sent, own_watch)
+        return await _forward(scope, send, grant, body, pool, target, headers_sent, own_watch, life)
 
 
 @attrs.define
@@ -267,6 +277,7 @@ class _Relay:
             tokens_per_second=tps,
             client_disconnected=self.disconnected and not self.complete,
             upstream_failed=self.upstream_failed,
+            first_byte_at=self.first_byte,
         )
 
 
@@ -279,6 +290,7 @@ async def _forward(
     target: str | None,
     headers_sent: bool,
     watch: ClientWatch,
+    life: RequestLife | None,
 ) -> ForwardResult:
     model = grant.model
     relay = _Relay(start=trio.current_time())
@@ -301,7 +313,7 @@ async def _forward(
                 error_body = await _read_error_body(response)
             else:
                 hub = scope.get("extensions", {}).get(RELAY_EXTENSION)
-                final = await _relay_body(send, response, relay, headers_sent, hub)
+                final = await _relay_body(send, response, relay, headers_sent, hub, life)
         if guard.cancelled_caught:
             relay.disconnected = True
         elif error_body is not None:
@@ -373,6 +385,7 @@ async def _relay_body(
     relay: _Relay,
     headers_sent: bool,
     hub: RelayHost | None,
+    life: RequestLife | None,
 ) -> bytes | None:
     """Pass the response head (unless already sent) and the body on as they arrive, all but the
     last chunk, which is returned; None when nothing is left to send (the relay hub sent it
@@ -382,6 +395,8 @@ async def _relay_body(
         (response.header(b"content-type") or b"").decode("latin-1"),
         (response.header(b"content-encoding") or b"").decode("latin-1"),
     )
+    if life is not None:
+        life.sniffer = sniffer
     if not headers_sent:
         await send(
             {

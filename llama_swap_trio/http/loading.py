@@ -19,6 +19,7 @@ import logging
 import math
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -33,7 +34,10 @@ from llama_swap_trio.http.forward import (
     send_sse_error_and_done,
 )
 from llama_swap_trio.http.pool import ClientPool
-from llama_swap_trio.routing.api import Progress, RouterLike
+from llama_swap_trio.routing.api import Progress, ProgressCallback, RouterLike
+
+if TYPE_CHECKING:
+    from llama_swap_trio.observe.requests import RequestLife
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,15 @@ SSE_HEAD_HEADERS = [
 class _Reporter:
     """Writes progress chunks while the request waits for its model."""
 
-    def __init__(self, send: Send, model: ModelConfig, requested_name: str) -> None:
+    def __init__(
+        self,
+        send: Send,
+        model: ModelConfig,
+        requested_name: str,
+        also: ProgressCallback | None = None,
+    ) -> None:
         self._send = send
+        self._also = also
         self._model = model
         self._requested = requested_name
         self._id = "chatcmpl-loading-" + secrets.token_hex(8)
@@ -66,6 +77,8 @@ class _Reporter:
 
     def on_progress(self, progress: Progress) -> None:
         """Called synchronously by the router: never blocks, drops notices when full."""
+        if self._also is not None:
+            self._also(progress)
         if progress.kind == "ready":
             self.load_seconds = progress.load_seconds
             return
@@ -142,12 +155,14 @@ async def serve_with_loading_state(
     body: bytes,
     pool: ClientPool,
     target: str | None = None,
+    life: RequestLife | None = None,
 ) -> ForwardResult:
     """Answer a streaming chat completion for a model that is not ready yet (SPEC 3.4).
 
     Sends the 200 SSE head at once, progress chunks while ``router.serve`` waits, then the
     upstream's stream in the same response. The caller must not have sent anything yet and must
-    not read ``receive`` concurrently.
+    not read ``receive`` concurrently. ``life``, the request's feed record, sees the router's
+    progress and the relay's accounting.
 
     Returns:
         How it ended. A failed load (or a forwarding error before the upstream answered) gives
@@ -156,7 +171,7 @@ async def serve_with_loading_state(
     """
     start = trio.current_time()
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEAD_HEADERS})
-    reporter = _Reporter(send, model, requested_name)
+    reporter = _Reporter(send, model, requested_name, life.on_progress if life else None)
     result: ForwardResult | None = None
     failure: ProxyError | None = None
     async with watching(scope, receive) as watch:
@@ -180,6 +195,7 @@ async def serve_with_loading_state(
                             target=target,
                             headers_sent=True,
                             watch=watch,
+                            life=life,
                         )
                 except ProxyError as exc:
                     failure = exc
@@ -191,7 +207,11 @@ async def serve_with_loading_state(
     duration_ms = (trio.current_time() - start) * 1000
     if failure is not None:
         return ForwardResult(
-            status=failure.status, ttfb_ms=None, duration_ms=duration_ms, upstream_failed=True
+            status=failure.status,
+            ttfb_ms=None,
+            duration_ms=duration_ms,
+            upstream_failed=True,
+            error=failure.code,
         )
     return ForwardResult(
         status=CLIENT_CLOSED, ttfb_ms=None, duration_ms=duration_ms, client_disconnected=True

@@ -90,9 +90,25 @@ class UsageSniffer:
         self._completion: int | None = None
         self._tps: float | None = None
         self._timings: dict[str, Any] | None = None
+        #: body bytes relayed so far, and (SSE) events: blank lines that end one (feed progress)
+        self.bytes = 0
+        self.events = 0
+        self._ended_with_newline = False
+
+    @property
+    def sse(self) -> bool:
+        """The response is an event stream."""
+        return self._sse
 
     def feed(self, chunk: bytes) -> None:
         """Account for one relayed chunk. Never raises on malformed data."""
+        self.bytes += len(chunk)
+        if self._sse and chunk:
+            # One C-level count per chunk; an event's blank line may straddle two chunks.
+            self.events += chunk.count(b"\n\n") + (
+                self._ended_with_newline and chunk[0] == 10  # b"\n"
+            )
+            self._ended_with_newline = chunk[-1] == 10
         if not self._enabled or not chunk:
             return
         if self._sse:

@@ -233,6 +233,8 @@ class Router:
         self._refusal: Callable[[], ProxyError] = errors.shutting_down
         #: messages posted and not yet taken by the router task (see ``_post``)
         self._queued = 0
+        #: why each model is being stopped, until its ``stopping`` state is published
+        self._stop_reasons: dict[str, str] = {}
 
     # ------------------------------------------------------------ public API
 
@@ -397,6 +399,7 @@ class Router:
                 targets = scheduler.unload(models)
                 if targets:
                     log.info("unload: stopping %s", ", ".join(sorted(targets)))
+                self.stopping_for(targets, "api")
                 self._start_stop(targets, reply)
             case _Shutdown(refusal):
                 self._closing = True
@@ -406,6 +409,7 @@ class Router:
             case IdleExpired(model):
                 if scheduler.idle_expired(model):
                     log.info("%s: idle for its ttl, stopping", model)
+                    self.stopping_for((model,), "ttl")
                     self._start_stop(frozenset({model}), None)
                 else:
                     # The timer reports once per idle period: ask for a new one, or a report
@@ -444,11 +448,28 @@ class Router:
         }
         if event.error is not None:
             payload["error"] = event.error
+        if event.state == UpstreamState.STOPPING:
+            reason = self._stop_reasons.pop(event.model, None)
+            if reason is None and event.previous == UpstreamState.READY and event.error:
+                reason = "exit"  # a ready model that exited by itself
+            if reason is not None:
+                payload["reason"] = reason
+        elif event.state == UpstreamState.STOPPED:
+            self._stop_reasons.pop(event.model, None)
         self._bus.publish(payload)
         if event.state == UpstreamState.STOPPING:
             self._scheduler.upstream_stopping(event.model)
         elif event.state == UpstreamState.STOPPED:
             self._scheduler.upstream_stopped(event.model)
+
+    def stopping_for(self, models: Collection[str], reason: str) -> None:
+        """Record why ``models`` are about to be stopped (call from the router task, before the
+        stop): their next ``model_state`` ``stopping`` event carries it as ``reason``
+        (``evictions_total{reason}`` in the metrics). A model that is not running never
+        publishes that event, so its reason is dropped with the next stop of it."""
+        for model in models:
+            if self._upstreams[model].state in (UpstreamState.READY, UpstreamState.STARTING):
+                self._stop_reasons[model] = reason
 
     def _tell(self, waiter: _Waiter, progress: Progress) -> None:
         if waiter.on_progress is None:
@@ -464,6 +485,7 @@ class Router:
         log.info("swap: loading %s; %s", target, explanation)
         ticket = _Ticket(target, evict, trio.current_time())
         self._tickets[target] = ticket
+        self.stopping_for(evict, "swap")
         self._bus.publish(
             {"type": "swap", "phase": "start", "model": target, "evict": sorted(evict)}
         )

@@ -28,6 +28,7 @@ from llama_swap_trio.logbuffer import LogBuffer
 from llama_swap_trio.routing.api import (
     Grant,
     ModelStatus,
+    Progress,
     ProgressCallback,
     QueueEntry,
     RouterSnapshot,
@@ -137,6 +138,8 @@ class FakeRouter:
                 self.waiting -= 1
         upstream.state = UpstreamState.READY
         self.in_flight[model_id] = self.in_flight.get(model_id, 0) + 1
+        if on_progress is not None:
+            on_progress(Progress("ready"))  # as the router does with every grant
         try:
             yield Grant(model=upstream.model, upstream=upstream)
         finally:

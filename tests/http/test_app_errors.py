@@ -94,7 +94,13 @@ async def test_statuses_the_app_answers_itself(monkeypatch: pytest.MonkeyPatch) 
                 502,
                 "upstream_error",
             )
-            assert events.get_nowait() is None  # never forwarded: no request event
+            # never forwarded, but it started: SPEC 6.2 reports its end with the error code
+            start = events.get_nowait()
+            end = events.get_nowait()
+            assert start is not None and start["type"] == "request_start"
+            assert end is not None and end["type"] == "request"
+            assert (end["id"], end["status"], end["error"]) == (start["id"], 502, "upstream_error")
+            assert events.get_nowait() is None
         assert h.forward.calls == []
 
 
@@ -111,8 +117,9 @@ async def test_forward_errors_before_the_head_are_rendered(
             response = await h.client.post("/v1/completions", json={"model": "q"})
             assert envelope_code(response) == (504, "gateway_timeout")
             with trio.fail_after(5):
-                event = await events.get()
-        assert (event["type"], event["status"], event["ttfb_ms"]) == ("request", 504, None)
+                while (event := await events.get())["type"] != "request":
+                    pass
+        assert (event["status"], event["ttfb_ms"], event["error"]) == (504, None, "gateway_timeout")
         # the grant was released: nothing stays in flight
         assert h.router.in_flight["q"] == 0
 

@@ -9,10 +9,20 @@ from typing import Any
 import pytest
 import trio
 
+from llama_swap_trio.feed.bus import EventBus, Subscription
 from llama_swap_trio.http import app as app_module
 from llama_swap_trio.http.forward import ForwardResult
 from llama_swap_trio.upstream.api import UpstreamState
 from tests.http.appkit import config, filters, harness, model
+
+
+async def request_event(events: Subscription) -> dict[str, Any]:
+    """The next ``request`` event (the end of a request), skipping the others."""
+    with trio.fail_after(5):
+        while True:
+            event = dict(await events.get())
+            if event["type"] == "request":
+                return event
 
 
 async def test_model_request_is_forwarded_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,14 +37,27 @@ async def test_model_request_is_forwarded_and_reported(monkeypatch: pytest.Monke
             assert json.loads(call.body) == {"model": "gpt"}  # aliases are not rewritten
             assert call.target is None
             with trio.fail_after(5):
-                event = await events.get()
+                start = dict(await events.get())
+            event = await request_event(events)
+    assert start.pop("at") == event.pop("at")
+    assert start == {
+        "type": "request_start",
+        "id": event["id"],
+        "model": "qwen",
+        "path": "/v1/chat/completions",
+    }
+    # times from arrival (the fake forwarder reports no first byte)
+    assert event.pop("duration_ms") >= 0
+    assert 0 <= event.pop("queue_ms") < 1000  # granted at once (real clock)
     assert event == {
         "type": "request",
+        "id": start["id"],
         "model": "qwen",
         "path": "/v1/chat/completions",
         "status": 200,
-        "duration_ms": 3.25,
-        "ttfb_ms": 1.5,
+        "ttfb_ms": None,
+        "load_ms": 0.0,
+        "upstream_ttfb_ms": 1.5,
         "prompt_tokens": 7,
         "completion_tokens": 9,
         "tokens_per_second": 12.5,
@@ -46,16 +69,9 @@ async def test_request_event_omits_unknown_token_counts(monkeypatch: pytest.Monk
         h.forward.result = ForwardResult(status=500, ttfb_ms=None, duration_ms=1.0)
         with h.kit.bus.subscribe() as events:
             await h.client.post("/v1/embeddings", json={"model": "q"})
-            with trio.fail_after(5):
-                event = await events.get()
-    assert event == {
-        "type": "request",
-        "model": "q",
-        "path": "/v1/embeddings",
-        "status": 500,
-        "duration_ms": 1.0,
-        "ttfb_ms": None,
-    }
+            event = await request_event(events)
+    assert event["status"] == 500
+    assert not {"prompt_tokens", "completion_tokens", "tokens_per_second", "error"} & set(event)
 
 
 async def test_rewritten_body_is_forwarded_with_its_length(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,7 +109,9 @@ async def test_client_leaving_while_waiting_cancels_the_wait(
                 while h.router.cancelled_waits == 0:
                     await trio.sleep(0.01)
             assert h.forward.calls == []
-            assert events.get_nowait() is None  # nothing was forwarded: no request event
+            # nothing was forwarded, but the request started, so its end is reported
+            event = await request_event(events)
+            assert event["status"] == 499 and "error" not in event
 
 
 async def test_client_leaving_during_forwarding_still_reports_the_request(
@@ -110,8 +128,7 @@ async def test_client_leaving_during_forwarding_still_reports_the_request(
                     while not h.forward.calls:
                         await trio.sleep(0.01)
                 nursery.cancel_scope.cancel()
-            with trio.fail_after(5):
-                event = await events.get()
+            event = await request_event(events)
         assert event["status"] == 499
         assert h.router.in_flight["q"] == 0
 
@@ -137,8 +154,7 @@ async def test_streaming_chat_for_a_loading_state_model_that_is_not_ready_uses_t
             assert streamed.text == "data: [DONE]\n\n"
             assert seen[0]["requested_name"] == "a"
             assert seen[0]["model"].id == "q"
-            with trio.fail_after(5):
-                assert (await events.get())["status"] == 200
+            assert (await request_event(events))["status"] == 200
         # not streaming, another path, or already ready: the normal path
         await h.client.post("/v1/chat/completions", json={"model": "a"})
         await h.client.post("/v1/completions", json={"model": "a", "stream": True})
@@ -252,7 +268,7 @@ async def test_lifespan_is_answered() -> None:
         config(),
         None,  # type: ignore[arg-type]
         pool=None,  # type: ignore[arg-type]
-        bus=None,  # type: ignore[arg-type]
+        bus=EventBus(),
         proxy_logs=None,  # type: ignore[arg-type]
         upstream_logs={},
         shutting_down=lambda: False,
