@@ -371,7 +371,7 @@ class App:
             elif result is not None:
                 self._finish(life, result)
             else:  # the client left while it waited (or the daemon is cancelling us)
-                self.observe.tracker.finish(life, CLIENT_CLOSED)
+                self.observe.tracker.finish(life, CLIENT_CLOSED, client_disconnected=True)
         if failure is not None:
             raise failure
 
@@ -389,6 +389,7 @@ class App:
             completion_tokens=result.completion_tokens,
             tokens_per_second=result.tokens_per_second,
             error=error,
+            client_disconnected=result.client_disconnected,
         )
 
     # -- /upstream/{model}/{path} ------------------------------------------------------------------

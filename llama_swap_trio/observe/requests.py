@@ -123,8 +123,13 @@ class RequestTracker:
         completion_tokens: int | None = None,
         tokens_per_second: float | None = None,
         error: str | None = None,
+        client_disconnected: bool = False,
     ) -> dict[str, Any]:
-        """Publish the ``request`` event of ``life`` (once; later calls return the first one)."""
+        """Publish the ``request`` event of ``life`` (once; later calls return the first one).
+
+        ``client_disconnected``: the client left before the response was complete (the event
+        then says ``"client_disconnected": true``; ``status`` is what was sent, or 499 when no
+        head was)."""
         if life.event is not None:
             return life.event
         self._open.pop(life.id, None)
@@ -154,6 +159,8 @@ class RequestTracker:
             event["tokens_per_second"] = tokens_per_second
         if error is not None:
             event["error"] = error
+        if client_disconnected:
+            event["client_disconnected"] = True
         life.event = event
         self._bus.publish(event)
         return event

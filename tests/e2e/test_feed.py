@@ -169,6 +169,11 @@ async def test_the_first_message_is_a_snapshot_of_models_and_queue(
                 async for _ in lines:
                     pass
 
+    # SPEC 6.2: the started, unfinished requests
+    (open_request,) = snapshot.pop("requests")
+    assert open_request["model"] == "a"
+    assert open_request["path"] == "/v1/chat/completions"
+    assert set(open_request) == {"id", "model", "path", "at"}
     assert snapshot == {
         "type": "snapshot",
         "version": __version__,

@@ -97,8 +97,10 @@ async def test_statuses_the_app_answers_itself(monkeypatch: pytest.MonkeyPatch) 
             # never forwarded, but it started: SPEC 6.2 reports its end with the error code
             start = events.get_nowait()
             end = events.get_nowait()
-            assert start is not None and start["type"] == "request_start"
-            assert end is not None and end["type"] == "request"
+            assert start is not None
+            assert start["type"] == "request_start"
+            assert end is not None
+            assert end["type"] == "request"
             assert (end["id"], end["status"], end["error"]) == (start["id"], 502, "upstream_error")
             assert events.get_nowait() is None
         assert h.forward.calls == []

@@ -111,7 +111,8 @@ async def test_client_leaving_while_waiting_cancels_the_wait(
             assert h.forward.calls == []
             # nothing was forwarded, but the request started, so its end is reported
             event = await request_event(events)
-            assert event["status"] == 499 and "error" not in event
+            assert event["status"] == 499
+            assert "error" not in event
 
 
 async def test_client_leaving_during_forwarding_still_reports_the_request(
