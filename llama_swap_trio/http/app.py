@@ -4,7 +4,7 @@ Plain ASGI with a small routing table, no framework (research python-stack 1.7: 
 20-30 % and hides the disconnect handling). A request goes, in order:
 
 1. ``OPTIONS`` on any path: 204 with CORS headers, no key (as llama-swap);
-2. ``/health``: 200 ``OK``, no key;
+2. ``/health``: 200 ``OK``, no key; ``/`` and ``/ui/...``: the web UI's static files, no key;
 3. the API key check (SPEC 3.6);
 4. the route: exact paths in a table, then the prefix routes (``/upstream/``,
    ``/api/models/unload/``, ``/api/models/load/``, ``/logs/stream/``); else 404 ``not_found``.
@@ -67,6 +67,7 @@ from llama_swap_trio.observe.access import EXCHANGE, Exchange, log_exchange
 from llama_swap_trio.observe.http import ObserveViews
 from llama_swap_trio.observe.requests import RequestLife
 from llama_swap_trio.routing.api import RouterLike
+from llama_swap_trio.ui import is_ui_path, serve_ui
 from llama_swap_trio.upstream.api import UpstreamState
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,9 @@ class App:
                 if method not in ("GET", "HEAD"):
                     raise method_not_allowed(method, path, "GET, HEAD")
                 await send_text(send, 200, "OK")
+                return
+            if is_ui_path(path):  # the static shell holds no data: no key (ui/route.py)
+                await serve_ui(scope, send)
                 return
             if self._keys:
                 if not is_authorized(scope, self._keys):
