@@ -29,6 +29,7 @@ function listedRecord(id) {
 function makeCard(id) {
   const badge = h('span', { class: 'badge' });
   const name = h('div', { class: 'card-name' });
+  const desc = h('div', { class: 'card-desc' });
   const inFlight = stat('In flight');
   const queued = stat('Queued');
   const ttl = stat('TTL left');
@@ -39,14 +40,14 @@ function makeCard(id) {
   const aliases = h('span', { class: 'aliases' });
   const root = h('article', { class: 'card', dataset: { model: id }, 'aria-label': `model ${id}` },
     h('div', { class: 'card-head' },
-      h('div', { class: 'card-title' }, h('div', { class: 'card-id' }, id), name),
+      h('div', { class: 'card-title' }, h('div', { class: 'card-id' }, id), name, desc),
       badge),
     h('dl', { class: 'stats' }, inFlight.el, queued.el, ttl.el, lastLoad.el),
     error,
     h('div', { class: 'card-actions' }, load, unload, aliases));
   load.setAttribute('aria-label', `Load ${id}`);
   unload.setAttribute('aria-label', `Unload ${id}`);
-  return { root, badge, name, inFlight, queued, ttl, lastLoad, error, load, unload, aliases };
+  return { root, badge, name, desc, inFlight, queued, ttl, lastLoad, error, load, unload, aliases };
 }
 
 function updateCard(card, entry) {
@@ -56,8 +57,8 @@ function updateCard(card, entry) {
   card.badge.className = `badge ${state}`;
   card.root.dataset.state = state;
   const record = listedRecord(entry.id);
-  const label = [entry.name || record?.name, record?.description].filter(Boolean).join(' · ');
-  setText(card.name, label);
+  setText(card.name, entry.name || record?.name || '');
+  setText(card.desc, record?.description || '');
   setText(card.inFlight.value, entry.inFlight ?? 0);
   setText(card.queued.value, queuedFor(entry.id));
   setText(card.ttl.value, ttlLeft(entry));

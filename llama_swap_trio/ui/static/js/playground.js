@@ -90,10 +90,10 @@ export function tick() {
   if (current.reasoning) return; // the daemon's own loading-state text says more
   if (entry && entry.state !== 'ready') {
     current.loading.hidden = false;
-    setText(current.loading, `Loading ${entry.id} (${entry.state})… ${waited}`);
+    setText(current.summary, `Loading ${entry.id} (${entry.state})… ${waited}`);
   } else if (performance.now() - current.started > 400) {
     current.loading.hidden = false;
-    setText(current.loading, `Waiting for the first token… ${waited}`);
+    setText(current.summary, `Waiting for the first token… ${waited}`);
   }
 }
 
@@ -103,12 +103,17 @@ async function chat(model, text) {
   const answer = bubble('assistant', '');
   answer.root.querySelector('.who').textContent = model;
   answer.root.classList.add('streaming');
-  const loading = h('div', { class: 'loading', hidden: true });
+  // the loading state (or a model's reasoning): open while it streams, folded once tokens come
+  const summary = h('summary', {}, 'Loading…');
+  const reasoningText = h('div');
+  const loading = h('details', { class: 'loading', hidden: true, open: true }, summary, reasoningText);
+  const entry = localModel(model);
+  const wasReady = !entry || entry.state === 'ready';
   const meta = h('span', { class: 'meta' });
   answer.root.insertBefore(loading, answer.content);
   answer.root.append(meta);
   const controller = new AbortController();
-  current = { controller, model, loading, started: performance.now(), firstToken: null, reasoning: '' };
+  current = { controller, model, loading, summary, started: performance.now(), firstToken: null, reasoning: '' };
   setBusy(true);
   tick();
   let content = '';
@@ -138,10 +143,14 @@ async function chat(model, text) {
         if (delta.reasoning_content) {
           current.reasoning += delta.reasoning_content;
           loading.hidden = false;
-          setText(loading, current.reasoning.trim());
+          if (current.firstToken === null) setText(summary, wasReady ? 'Thinking…' : `Loading ${model}…`);
+          setText(reasoningText, current.reasoning.trim());
         }
         if (delta.content) {
-          if (current.firstToken === null) current.firstToken = performance.now();
+          if (current.firstToken === null) {
+            current.firstToken = performance.now();
+            foldLoading(current, wasReady);
+          }
           content += delta.content;
           setText(answer.content, content);
           log.scrollTop = log.scrollHeight;
@@ -174,6 +183,14 @@ async function chat(model, text) {
   answer.root.dataset.done = failure === 'stopped' ? 'stopped' : failure ? 'error' : 'ok';
   current = null;
   setBusy(false);
+}
+
+/** The first token came: fold the loading text into one line (what it said last). */
+function foldLoading(answer, wasReady) {
+  if (!answer.reasoning) { answer.loading.hidden = true; return; }
+  answer.loading.open = false;
+  const lines = answer.reasoning.trim().split('\n');
+  setText(answer.summary, wasReady ? 'Reasoning' : lines[lines.length - 1]);
 }
 
 /** The `data:` payloads of an SSE body, as they arrive. */
