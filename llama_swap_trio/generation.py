@@ -6,7 +6,6 @@
     ├── Generation 1 nursery            retiring: no new requests; drains, then stops its upstreams
     │   ├── Upstream.run per model      each model's processes (their own cancel scopes)
     │   ├── Router.run                  owns the swaps nursery
-    │   ├── stopped-client closer       closes pooled connections of stopped upstreams
     │   └── preload                     hooks.on_startup.preload, in order
     └── Generation 2 nursery            current: the Dispatcher hands it every new request
         └── ... (the same; its Upstreams spawn nothing before generation 1's ``stopped`` is set)
@@ -31,7 +30,6 @@ revoked key does not keep reading.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, MutableMapping
 
 import attrs
@@ -86,10 +84,7 @@ class _Notices:
 
     def __init__(self, config: Config, shared: Shared) -> None:
         self.router: Router | None = None
-        # (model, generation) of upstreams that stopped, for _close_stopped_clients
-        self.stopped_send, self.stopped_receive = trio.open_memory_channel[tuple[str, int]](
-            math.inf
-        )
+        self.pool: ClientPool | None = None
         self._shared = shared
         self._redact = Redactor(config.api_keys)
         self._echo = config.log_to_stdout in ("upstream", "both")
@@ -102,27 +97,14 @@ class _Notices:
                 print(line, flush=True)
             self._shared.bus.publish(upstream_log_event(event.model, event.line, self._redact))
             return
-        if isinstance(event, StateChanged) and event.state is UpstreamState.STOPPED:
-            if event.error:
+        if isinstance(event, StateChanged):
+            if event.state is UpstreamState.STOPPING and self.router and self.pool:
+                # Before the stop signal (this notice is synchronous): see ClientPool.retire.
+                self.pool.retire(event.model, self.router.upstream(event.model).generation)
+            elif event.state is UpstreamState.STOPPED and event.error:
                 log.warning("model %s exited: %s", event.model, event.error)
-            if self.router is not None:
-                generation = self.router.upstream(event.model).generation
-                self.stopped_send.send_nowait((event.model, generation))
         if self.router is not None:
             self.router.notify(event)
-
-
-async def _close_stopped_clients(
-    pool: ClientPool, stopped: trio.MemoryReceiveChannel[tuple[str, int]]
-) -> None:
-    """Close the pooled connections of upstreams that stopped.
-
-    Their sockets would otherwise sit in CLOSE-WAIT until the model starts again, one file
-    descriptor each. Only generations up to the stopped one are closed: by the time this runs the
-    model may already be serving from a new process.
-    """
-    async for model_id, generation in stopped:
-        await pool.close_model(model_id, up_to=generation)
 
 
 async def _preload(router: Router, model_ids: tuple[str, ...]) -> None:
@@ -202,9 +184,8 @@ class Generation:
                 for upstream in upstreams.values():
                     await nursery.start(upstream.run)
                 self._router = router = Router(config, upstreams, bus=shared.bus)
-                notices.router = router
+                notices.router, notices.pool = router, pool
                 await nursery.start(router.run)
-                nursery.start_soon(_close_stopped_clients, pool, notices.stopped_receive)
                 self._app = create_app(
                     config,
                     router,

@@ -9,6 +9,11 @@ model shows up, the clients of older generations are closed.
 Each client is an :class:`~llama_swap_trio.edge.upstream_client.UpstreamClient` (h11 over trio
 streams; httpx's general client cost about 3.5 ms of CPU per forwarded request, see that module):
 
+- its connections are closed the moment its process starts to stop (:meth:`ClientPool.retire`),
+  *before* the stop signal is sent: llama-server (cpp-httplib) waits for an open keep-alive
+  connection to go idle-timeout before it exits on SIGTERM, which cost ~100 ms per stop (107 ms
+  with one idle connection against 7 ms without, measured on llama.cpp b-0.3.36); afterwards
+  the pool refuses new connections to that instance;
 - it sends only the headers the forwarder gives it, plus ``host``: no ``user-agent``,
   ``accept-encoding`` or other defaults, and no ``HTTP_PROXY``/``NO_PROXY`` from the environment
   can redirect local upstream traffic;
@@ -27,6 +32,7 @@ import logging
 
 import trio
 
+from llama_swap_trio import errors
 from llama_swap_trio.config.model import ModelConfig
 from llama_swap_trio.edge.upstream_client import UpstreamClient
 from llama_swap_trio.routing.api import Grant
@@ -48,6 +54,8 @@ class ClientPool:
 
     def __init__(self) -> None:
         self._clients: dict[tuple[str, int], UpstreamClient] = {}
+        #: model id -> the newest generation that is stopping or gone (no new connections to it)
+        self._retired: dict[str, int] = {}
         self._closed = False
 
     def keys(self) -> list[tuple[str, int]]:
@@ -58,11 +66,16 @@ class ClientPool:
         """The client of the upstream instance ``grant`` refers to; created on first use.
 
         Clients of older generations of the same model are closed: that process is gone.
+
+        Raises:
+            ProxyError: 502, the instance is stopping (:meth:`retire`): no new connection to it.
         """
         if self._closed:
             raise RuntimeError("ClientPool is closed")
         model_id = grant.model.id
         key = (model_id, grant.upstream.generation)
+        if key[1] <= self._retired.get(model_id, -1):
+            raise errors.upstream_error(model_id, f"[{model_id}] the upstream is stopping")
         client = self._clients.get(key)
         if client is not None:
             return client
@@ -71,15 +84,19 @@ class ClientPool:
         await self._close_keys(stale)
         return client
 
-    async def close_model(self, model_id: str, *, up_to: int | None = None) -> None:
-        """Close the clients of ``model_id`` (its process stopped).
+    def retire(self, model_id: str, generation: int) -> None:
+        """The instances of ``model_id`` up to ``generation`` stop: close their clients now.
 
-        Args:
-            up_to: close only generations up to this one (a newer process may already serve).
+        Synchronous, so it runs inside the ``stopping`` notice, before the stop signal is sent:
+        an idle keep-alive connection would hold llama-server's exit back. A response still being
+        relayed keeps its connection until it ends (it is never returned to a closed client).
         """
-        await self._close_keys(
-            [k for k in self._clients if k[0] == model_id and (up_to is None or k[1] <= up_to)]
-        )
+        self._retired[model_id] = max(generation, self._retired.get(model_id, -1))
+        keys = [k for k in self._clients if k[0] == model_id and k[1] <= generation]
+        for key in keys:
+            self._clients.pop(key).close()
+        if keys:
+            log.debug("closed %d upstream client(s) of stopping %s: %s", len(keys), model_id, keys)
 
     async def aclose(self) -> None:
         """Close every client; the pool refuses new lookups afterwards."""

@@ -13,6 +13,8 @@ Output (stdout, line-buffered and flushed, so log tests can wait for lines):
   makes requests hang, as a real server would).
 - ``client disconnected`` whenever a client goes away before its streaming (or held) response
   ended. ``grandchild pid <n>``, ``received SIGTERM ...``, ``exiting ...`` where relevant.
+- ``open client connections at SIGTERM: N`` on every SIGTERM: the connections whose client had not
+  closed them when the signal came (llama-server's exit waits for such idle keep-alive ones).
 
 Knobs (command-line options):
 
@@ -97,6 +99,25 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _print_lock = threading.Lock()
 _stats_lock = threading.Lock()
 _stats = {"disconnects": 0, "requests": 0, "in_flight": 0}
+#: accepted sockets not yet closed by us (set.add/discard and list(set) are atomic under the GIL,
+#: so the SIGTERM handler can read it without a lock that the interrupted main thread may hold)
+_open_socks: set[socket.socket] = set()
+
+
+def peers_still_open() -> int:
+    """How many accepted connections the client has not closed (peeked, without reading)."""
+    count = 0
+    for sock in list(_open_socks):
+        try:
+            data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            count += 1  # nothing to read, no EOF: the client still holds it
+            continue
+        except OSError:
+            continue
+        if data:
+            count += 1  # a request is waiting on it
+    return count
 
 
 def log(line: str) -> None:
@@ -230,6 +251,7 @@ class Conn:
             with contextlib.suppress(Exception):
                 self.respond(400, b"bad request\n", "text/plain")
         finally:
+            _open_socks.discard(self.sock)
             with contextlib.suppress(OSError):
                 self.sock.close()
 
@@ -523,6 +545,7 @@ def exit_now(fake: Fake, code: int, why: str) -> None:
 def install_sigterm(fake: Fake) -> None:
     def on_sigterm(signum: int, frame: object) -> None:
         fake.event("sigterm")
+        safe_note(f"open client connections at SIGTERM: {peers_still_open()}")
         if fake.args.ignore_sigterm:
             safe_note("received SIGTERM, ignoring")
             return
@@ -626,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     while True:
         sock, _ = listener.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _open_socks.add(sock)
         threading.Thread(target=Conn(fake, sock).serve, daemon=True).start()
 
 

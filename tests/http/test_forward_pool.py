@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.http.pool import ClientPool
 
 from .forward_support import grant_for
@@ -28,23 +31,37 @@ async def test_new_generation_gets_a_new_client_and_closes_the_old() -> None:
     assert new.is_closed
 
 
-async def test_close_model_drops_its_clients() -> None:
+async def test_retire_closes_the_clients_of_a_stopping_model() -> None:
     pool = ClientPool()
     client = await pool.client_for(grant_for("http://127.0.0.1:1"))
-    await pool.close_model("m1")
+    pool.retire("m1", 1)
     assert client.is_closed
     assert pool.keys() == []
     await pool.aclose()
 
 
-async def test_close_model_up_to_a_generation_keeps_a_newer_process_client() -> None:
-    # given clients for generations 1 (stopped) and 2 (already serving again)
+async def test_retired_instance_gets_no_new_connection() -> None:
+    # given generation 1 of m1 is stopping
+    pool = ClientPool()
+    pool.retire("m1", 1)
+    # when a late request asks for a client of that instance, then it is refused (502)
+    with pytest.raises(ProxyError) as refused:
+        await pool.client_for(grant_for("http://127.0.0.1:1", generation=1))
+    assert refused.value.status == 502
+    assert "stopping" in str(refused.value)
+    # and the next instance (generation 2, after a restart) is served
+    assert not (await pool.client_for(grant_for("http://127.0.0.1:1", generation=2))).is_closed
+    await pool.aclose()
+
+
+async def test_retire_up_to_a_generation_keeps_a_newer_process_client() -> None:
+    # given clients for generations 1 (stopping) and 2 (already serving again)
     pool = ClientPool()
     await pool.client_for(grant_for("http://127.0.0.1:1", generation=1))
     pool_keys_before = pool.keys()
     newer = await pool.client_for(grant_for("http://127.0.0.1:1", generation=2))
     # when the stop of generation 1 is reported late
-    await pool.close_model("m1", up_to=1)
+    pool.retire("m1", 1)
     # then the newer process's client stays open
     assert pool_keys_before == [("m1", 1)]
     assert not newer.is_closed
