@@ -107,6 +107,30 @@ def machine() -> dict[str, str]:
     }
 
 
+GOPROXY_SRC = ROOT / "benchmarks" / "goproxy"
+
+
+def cache_dir() -> Path:
+    """Where benchmark builds are kept (the same cache as scripts/real_llama.py)."""
+    env = os.environ.get("LLAMA_SWAP_TRIO_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "llama-swap-trio"
+
+
+def build_goproxy() -> Path | None:
+    """Build ``benchmarks/goproxy`` (standard library only) if needed; None without ``go``."""
+    go = shutil.which("go")
+    if go is None:
+        return None
+    binary = cache_dir() / "bin" / "goproxy"
+    newest = max(f.stat().st_mtime for f in GOPROXY_SRC.iterdir())
+    if not binary.exists() or binary.stat().st_mtime < newest:
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [go, "build", "-o", str(binary), "."], cwd=GOPROXY_SRC, check=True, timeout=300
+        )
+    return binary
+
+
 class Procs:
     """Owns the processes of one benchmark run; kills their groups on exit."""
 
@@ -204,6 +228,31 @@ http {{
         }}
     }}""",
         )
+
+    # -- the Go hop ---------------------------------------------------------------------------
+
+    def goproxy(self, upstream_port: int) -> tuple[int, list[int]] | None:
+        """The Go reverse proxy of ``benchmarks/goproxy`` in front of ``upstream_port``.
+
+        None when no Go toolchain is installed (Debian: ``apt-get install golang-go``). It is built
+        once into the benchmark cache and rebuilt when its source is newer.
+        """
+        binary = build_goproxy()
+        if binary is None:
+            return None
+        port = free_port()
+        proc = self.spawn(
+            [
+                str(binary),
+                "-listen",
+                f"127.0.0.1:{port}",
+                "-upstream",
+                f"bench=http://127.0.0.1:{upstream_port}",
+            ],
+            "goproxy",
+        )
+        wait_port(port)
+        return port, [proc.pid]
 
     # -- Python servers -------------------------------------------------------------------------
 

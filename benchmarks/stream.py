@@ -115,6 +115,10 @@ def run(
         targets = {"direct": sse_port, "proxy": proxy_port, "hello": hello_port}
         cpu_pids = {"direct": proxy_pids, "proxy": proxy_pids, "hello": hello_pids}
         names = ["direct", "proxy", "hello"]
+        go = procs.goproxy(sse_port)
+        if go is not None:  # the Go hop (benchmarks/goproxy): llama-swap's stand-in
+            targets["go-proxy"], cpu_pids["go-proxy"] = go
+            names.append("go-proxy")
         if BASELINE_SRC:
             base_port, base_pids = procs.daemon(
                 bench_config(sse_port), name="baseline", ready_model="bench", src=BASELINE_SRC
@@ -173,7 +177,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     paced_runs = [r for r in runs if r["kind"] == "paced"]
     for n in sorted({r["streams"] for r in paced_runs}):
         row: dict[str, Any] = {}
-        for name in ("direct", "proxy", "hello", "baseline"):
+        for name in ("direct", "proxy", "hello", "go-proxy", "baseline"):
             mine = [r for r in paced_runs if r["streams"] == n and r["target"] == name]
             if not mine:
                 continue
@@ -196,7 +200,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         row["added_p99_ms"] = statistics.median(b for _, b in added)
         row["proxy_cpu_us_per_event"] = row["proxy"]["proxy_cpu_us_per_event"]
         out[f"{n} streams"] = row
-    for name in ("direct", "proxy", "baseline"):
+    for name in ("direct", "proxy", "go-proxy", "baseline"):
         mine = [r["MB_per_s"] for r in runs if r["kind"] == "bulk" and r["target"] == name]
         if mine:
             out[f"bulk {name} MB/s"] = statistics.median(mine)

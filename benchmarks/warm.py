@@ -6,7 +6,9 @@ people's tests on the same 2 cores) hits them all alike:
 - ``direct``: the fast upstream (nginx returning a fixed chat completion);
 - ``nginx-proxy``: nginx as a reference reverse proxy in front of it;
 - ``hello``: a raw-ASGI app on hypercorn's trio worker (our stack's ceiling);
-- ``proxy``: llama-swap-trio in front of the fast upstream.
+- ``proxy``: llama-swap-trio in front of the fast upstream;
+- ``go-proxy``: a Go reverse proxy of the standard library (``benchmarks/goproxy``), the stand-in
+  for llama-swap's hop (only where a Go toolchain is installed).
 
 For each run: req/s, p50/p99 latency (wrk --latency) and the server's CPU per request (utime +
 stime from /proc over the run / requests). The summary gives medians over rounds and the ratios.
@@ -103,6 +105,9 @@ def run(
             "hello": (hello_port, hello_pids),
             "proxy": (proxy_port, proxy_pids),
         }
+        go = procs.goproxy(up_port)
+        if go is not None:
+            targets["go-proxy"] = go
         if BASELINE_SRC:
             targets["baseline"] = procs.daemon(
                 bench_config(up_port), name="baseline", ready_model="bench", src=BASELINE_SRC
@@ -169,6 +174,13 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             }
         if "proxy" in per and "direct" in per:
             per["proxy added p50 ms"] = {"value": per["proxy"]["p50_ms"] - per["direct"]["p50_ms"]}
+        if "proxy" in per and "go-proxy" in per:
+            per["ratio proxy/go-proxy cpu per req"] = {
+                "value": per["proxy"]["cpu_ms_per_req"] / per["go-proxy"]["cpu_ms_per_req"]
+            }
+            per["ratio proxy/go-proxy rps"] = {
+                "value": per["proxy"]["rps"] / per["go-proxy"]["rps"]
+            }
         if "nginx-proxy" in per and "direct" in per:
             per["nginx-proxy added p50 ms"] = {
                 "value": per["nginx-proxy"]["p50_ms"] - per["direct"]["p50_ms"]

@@ -5,6 +5,7 @@ Usage::
 
     python scripts/real_llama.py            # build what is missing, print KEY=VALUE paths
     python scripts/real_llama.py --check    # print the paths only if everything is built
+    python scripts/real_llama.py --bench    # also two ~400 MB models for benchmarks/real_swap.py
 
 The llama.cpp source comes from the ``llama-cpp-python`` sdist on PyPI (its ``vendor/llama.cpp``),
 so nothing but PyPI is needed. Building takes about 7.5 minutes on 2 cores; the result is cached in
@@ -16,8 +17,10 @@ template: about 17 MB each, healthy in well under a second, and they stream gibb
 ``usage`` and ``timings``. Two differently seeded chat models and one embeddings model are written.
 
 Output (stdout, one per line): ``LLAMA_SERVER=...``, ``LLAMA_MODEL_A=...``, ``LLAMA_MODEL_B=...``,
-``LLAMA_MODEL_EMBED=...``. Exit 0 when built, 3 when ``--check`` finds something missing, 1 on a
-build failure.
+``LLAMA_MODEL_EMBED=...``; with ``--bench`` also ``LLAMA_MODEL_MID_A=...`` and
+``LLAMA_MODEL_MID_B=...`` (the same architecture at n_embd 1024 and feed-forward 4096, about 400 MB
+each, so a swap pays for loading a few hundred MB as well). Exit 0 when built, 3 when ``--check``
+finds something missing, 1 on a build failure.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ SDIST_VERSION = "0.3.36"
 SDIST = f"llama_cpp_python-{SDIST_VERSION}"
 MODELS = {"LLAMA_MODEL_A": ("tiny-a.gguf", 1), "LLAMA_MODEL_B": ("tiny-b.gguf", 2)}
 EMBED_MODEL = ("tiny-embed.gguf", 3)
+#: --bench only: larger models for the swap benchmark (never needed by the tests)
+BENCH_MODELS = {"LLAMA_MODEL_MID_A": ("mid-a.gguf", 4), "LLAMA_MODEL_MID_B": ("mid-b.gguf", 5)}
+#: (n_embd, n_layer, n_head, n_ff) of the tiny and the --bench models; context 512 for both
+TINY_DIMS = (64, 2, 4, 128)
+MID_DIMS = (1024, 2, 16, 4096)
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "<|{{ message['role'] }}|>\n{{ message['content'] }}\n"
@@ -48,12 +56,15 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "llama-swap-trio"
 
 
-def paths() -> dict[str, Path]:
+def paths(*, bench: bool = False) -> dict[str, Path]:
     cache = cache_dir()
     result = {"LLAMA_SERVER": cache / "bin" / "llama-server"}
     for key, (name, _) in MODELS.items():
         result[key] = cache / "models" / name
     result["LLAMA_MODEL_EMBED"] = cache / "models" / EMBED_MODEL[0]
+    if bench:
+        for key, (name, _) in BENCH_MODELS.items():
+            result[key] = cache / "models" / name
     return result
 
 
@@ -132,7 +143,14 @@ def build_server(source: Path, target: Path) -> None:
     shutil.copy2(build / "bin" / "llama-server", target)
 
 
-def write_model(source: Path, target: Path, seed: int, *, embeddings: bool = False) -> None:
+def write_model(
+    source: Path,
+    target: Path,
+    seed: int,
+    *,
+    embeddings: bool = False,
+    dims: tuple[int, int, int, int] = TINY_DIMS,
+) -> None:
     """A random-weight llama GGUF with a real tokenizer (see the module docstring)."""
     sys.path.insert(0, str(source / "gguf-py"))
     import gguf  # type: ignore[import-not-found]
@@ -140,7 +158,8 @@ def write_model(source: Path, target: Path, seed: int, *, embeddings: bool = Fal
 
     vocab = gguf.GGUFReader(str(source / "models" / "ggml-vocab-llama-spm.gguf"))
     n_vocab = len(vocab.fields["tokenizer.ggml.tokens"].data)
-    n_embd, n_layer, n_head, n_ff, n_ctx = 64, 2, 4, 128, 512
+    n_embd, n_layer, n_head, n_ff = dims
+    n_ctx = 512
     rng = np.random.default_rng(seed)
 
     def weights(*shape: int) -> object:
@@ -194,8 +213,9 @@ def write_model(source: Path, target: Path, seed: int, *, embeddings: bool = Fal
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report whether all is built")
+    parser.add_argument("--bench", action="store_true", help="also the benchmark's larger models")
     args = parser.parse_args(argv)
-    wanted = paths()
+    wanted = paths(bench=args.bench)
     missing = [key for key, path in wanted.items() if not path.exists()]
     if missing and args.check:
         log("not built: " + ", ".join(missing))
@@ -211,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                     write_model(source, wanted[key], seed)
             if not wanted["LLAMA_MODEL_EMBED"].exists():
                 write_model(source, wanted["LLAMA_MODEL_EMBED"], EMBED_MODEL[1], embeddings=True)
+            for key, (_, seed) in BENCH_MODELS.items():
+                if key in wanted and not wanted[key].exists():
+                    write_model(source, wanted[key], seed, dims=MID_DIMS)
         except (subprocess.CalledProcessError, OSError, ImportError) as error:
             log(f"build failed: {error}")
             return 1
