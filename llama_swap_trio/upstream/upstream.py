@@ -72,10 +72,13 @@ log = logging.getLogger(__name__)
 #: seconds the output pumps may take to reach EOF once the process group is gone (or the direct
 #: child exited before ready) before we stop reading
 DRAIN_TIME = 0.5
-#: first and largest pause between health probes; probes back off from one to the other. The
-#: largest bounds how late a ready server is noticed (target: 50 ms p95, benchmarks/RESULTS.md);
-#: 40 probes a second over loopback cost well under 1 % of a core while a model loads.
-PROBE_INTERVAL_MIN = 0.01
+#: pause between health probes for the first PROBE_FAST_SECONDS of a start, then the largest pause
+#: they back off to. A small model's llama-server is healthy 100-200 ms after spawn, so the fast
+#: phase decides how late most swaps notice readiness (half the interval on average: 2.5 ms, as
+#: the swap floor of benchmarks/real_swap.py polls). A long load then costs 40 probes a second,
+#: well under 1 % of a core.
+PROBE_INTERVAL_MIN = 0.005
+PROBE_FAST_SECONDS = 2.0
 PROBE_INTERVAL_MAX = 0.025
 #: bytes of last output carried by errors
 TAIL_BYTES = 2048
@@ -385,9 +388,11 @@ class Upstream(UpstreamLike):
         async def healthy(cancel: trio.CancelScope) -> None:
             nonlocal outcome
             interval = PROBE_INTERVAL_MIN
+            slow_from = trio.current_time() + PROBE_FAST_SECONDS
             while await health_status(self._target, path) != 200:
                 await trio.sleep(interval)
-                interval = min(interval * 1.5, PROBE_INTERVAL_MAX)
+                if trio.current_time() >= slow_from:
+                    interval = min(interval * 1.5, PROBE_INTERVAL_MAX)
             outcome = outcome or "ready"
             cancel.cancel()
 
