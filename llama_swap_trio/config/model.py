@@ -14,6 +14,8 @@ from typing import Literal
 
 import attrs
 
+from llama_swap_trio.config.memory import SleepConfig
+
 LogLevel = Literal["debug", "info", "warn", "error"]
 LogToStdout = Literal["proxy", "upstream", "both", "none"]
 RouterKind = Literal["group", "matrix"]
@@ -84,6 +86,12 @@ class ModelConfig:
     priority: int = 0
     #: never evicted to make room for a request (SPEC 6.5); only TTL, unload, reload, shutdown
     protected: bool = False
+    #: declared bytes, ``"measured"``, or None (counts as 0 against ``gpu_memory``) (SPEC 6.7)
+    memory: int | str | None = None
+    #: the sleep mode's endpoints; None = eviction stops the model
+    sleep: SleepConfig | None = None
+    #: bytes a sleeping model still holds
+    sleep_memory: int = 0
 
     @property
     def all_aliases(self) -> tuple[str, ...]:
@@ -169,6 +177,8 @@ class Config:
     #: ``upstream.ignore_paths``, compiled
     ignore_paths: tuple[re.Pattern[str], ...] = ()
     activity: ActivityConfig = ActivityConfig()
+    #: ``[resources] gpu_memory`` in bytes; None = no memory budget
+    gpu_memory: int | None = None
 
     def resolve(self, name: str) -> ModelConfig | None:
         """The model a request names, by id then by alias; None when unknown."""

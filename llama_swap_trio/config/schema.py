@@ -48,6 +48,14 @@ class RawFilters:
 
 
 @attrs.frozen
+class RawSleep:
+    """``models.<id>.sleep``: the two endpoints of a sleep mode (checked by config.memory)."""
+
+    sleep: str
+    wake: str
+
+
+@attrs.frozen
 class RawModel:
     cmd: str
     cmd_stop: str = ""
@@ -72,6 +80,8 @@ class RawModel:
     timeouts: RawTimeouts = attrs.field(factory=RawTimeouts)
     #: scheduling (SPEC 6.5)
     protected: bool = False
+    #: a size (int or string) or "measured"; parsed by config.memory, None = not set
+    memory: object = None
 
 
 @attrs.frozen
@@ -121,6 +131,12 @@ class RawActivity:
 
 
 @attrs.frozen
+class RawResources:
+    #: a size (int or string); parsed by config.memory, None = no budget
+    gpu_memory: object = None
+
+
+@attrs.frozen
 class RawConfig:
     """The top level, without ``models`` and ``routing``: those are structured separately (one
     model at a time) so that a typo in one place does not hide problems in another."""
@@ -138,6 +154,7 @@ class RawConfig:
     hooks: RawHooks = attrs.field(factory=RawHooks)
     upstream: RawUpstream = attrs.field(factory=RawUpstream)
     activity: RawActivity = attrs.field(factory=RawActivity)
+    resources: RawResources = attrs.field(factory=RawResources)
     # Structured on their own (see the class docstring); declared so they count as known keys.
     models: dict[str, object] = attrs.field(factory=dict)
     routing: dict[str, object] = attrs.field(factory=dict)

@@ -17,6 +17,7 @@ from typing import get_args
 
 import attrs
 
+from llama_swap_trio.config import memory as mem
 from llama_swap_trio.config import model as m
 from llama_swap_trio.config.cmdline import split_command
 from llama_swap_trio.config.matrix_dsl import build_matrix
@@ -321,6 +322,20 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
             checker.model(model_id, raw)
     checker.aliases()
     top = typed.top
+    budget = mem.check_budget(problems, top.resources.gpu_memory) if top is not None else None
+    memory = {
+        model_id: mem.check_model(
+            problems,
+            model_id,
+            raw.memory,
+            None,  # SLEEP
+            0,  # SLEEP
+            budget,
+            _nvml_error,
+        )
+        for model_id, raw in typed.models.items()
+        if raw is not None
+    }
     preload: tuple[str, ...] = ()
     ignore: tuple[re.Pattern[str], ...] = ()
     if top is not None:
@@ -375,6 +390,9 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
             group=group_of.get(model_id, m.DEFAULT_GROUP),
             priority=priority.get(model_id, 0),
             protected=raw.protected,
+            memory=memory[model_id].memory,
+            sleep=memory[model_id].sleep,
+            sleep_memory=memory[model_id].sleep_memory,
         )
     return m.Config(
         path=typed.path,
@@ -393,6 +411,7 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
         preload=preload,
         ignore_paths=ignore,
         activity=_activity(typed.path, top),
+        gpu_memory=budget,
     )
 
 
@@ -402,3 +421,11 @@ def _activity(config_path: str, top: RawConfig) -> m.ActivityConfig:
     if db is not None:
         db = os.path.join(os.path.dirname(os.path.abspath(config_path)), os.path.expanduser(db))
     return m.ActivityConfig(max_entries=top.activity.max_entries, db=db)
+
+
+def _nvml_error() -> str | None:
+    """Why ``"measured"`` cannot work here (None when NVML answers); imported late, as only a
+    config that asks for ``"measured"`` needs the NVIDIA library."""
+    from llama_swap_trio.upstream import nvml
+
+    return nvml.unavailable_reason()

@@ -43,6 +43,7 @@ from llama_swap_trio.routing.api import (
     QueueEntry,
     RouterSnapshot,
 )
+from llama_swap_trio.routing.memory import MemorySwapper, with_memory
 from llama_swap_trio.routing.scheduler import Scheduler
 from llama_swap_trio.routing.swappers import swapper_for
 from llama_swap_trio.upstream.api import (
@@ -104,6 +105,8 @@ class _Ticket:
     target: str
     evict: frozenset[str]
     started_at: float
+    #: evicted models that must stop although they could sleep (the memory rule's rule 4)
+    stop: frozenset[str] = frozenset()
     #: set by an unload of the target: the swap task skips the start if it has not begun
     aborted: bool = False
     finished: trio.Event = attrs.field(factory=trio.Event)
@@ -221,8 +224,10 @@ class Router:
         self._config = config
         self._upstreams = dict(upstreams)
         self._bus = bus
-        self._swapper = swapper_for(config)
+        self._swapper = with_memory(swapper_for(config), config.models, config.gpu_memory)
         self._scheduler = Scheduler(config.models, self._swapper, _Effects(self))
+        if isinstance(self._swapper, MemorySwapper):
+            self._swapper.bind(self._scheduler)
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[_Message](math.inf)
         self._rids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
@@ -457,6 +462,7 @@ class Router:
         elif event.state == UpstreamState.STOPPED:
             self._stop_reasons.pop(event.model, None)
         self._bus.publish(payload)
+        self._scheduler.upstream_sleeping(event.model, event.state == UpstreamState.SLEEPING)
         if event.state == UpstreamState.STOPPING:
             self._scheduler.upstream_stopping(event.model)
         elif event.state == UpstreamState.STOPPED:
@@ -484,6 +490,9 @@ class Router:
         assert self._swaps is not None, "the scheduler only acts inside run()"
         log.info("swap: loading %s; %s", target, explanation)
         ticket = _Ticket(target, evict, trio.current_time())
+        if isinstance(self._swapper, MemorySwapper):
+            # the load is registered already: the running set it was decided on lacks the target
+            ticket.stop = self._swapper.plan(target, self._scheduler.running() - {target}).stop
         self._tickets[target] = ticket
         self.stopping_for(evict, "swap")
         self._bus.publish(
@@ -551,7 +560,7 @@ class Router:
         try:
             async with trio.open_nursery() as nursery:
                 for model in sorted(ticket.evict):
-                    nursery.start_soon(self._stop_quietly, model)
+                    nursery.start_soon(self._stop_quietly, model, model not in ticket.stop)
             if ticket.aborted:
                 return StartFailed(target, "cancelled", f"loading {target} cancelled: unloaded")
             await self._upstreams[target].start()
@@ -582,8 +591,10 @@ class Router:
             await ticket.finished.wait()
             await self._stop_quietly(model)
 
-    async def _stop_quietly(self, model: str) -> None:
+    async def _stop_quietly(self, model: str, evict: bool = False) -> None:
+        """Stop ``model``; ``evict``: to make room for a load (a model may sleep instead)."""
         try:
-            await self._upstreams[model].stop()
+            upstream = self._upstreams[model]
+            await (upstream.evict() if evict else upstream.stop())
         except Exception:
             log.exception("stopping %s raised", model)

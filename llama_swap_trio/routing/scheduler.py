@@ -36,13 +36,16 @@ The rules, numbered so tests and comments can cite them:
    targets it, ``stopping`` while it is evicted by a load, stopped by TTL/unload, its load was
    cancelled by an unload, or it crashed after ready (or failed to start) and its group is not gone
    yet; ``ready`` after
-   its load succeeded and until it is stopped or crashes; else ``stopped``. Every model not
-   ``stopped`` is "running" for the swapper.
+   its load succeeded and until it is stopped or crashes; ``sleeping`` while its upstream says so
+   (SPEC 6.7: evicted into its sleep mode; a request for it is a load, which wakes it); else
+   ``stopped``. Every model neither ``stopped`` nor ``sleeping`` is "running" for the swapper.
 8. A ready ``protected`` model is never evicted for a request: a request whose load would evict
    one is refused at once with 409 ``model_protected`` naming it (also when the request was
    queued first and the model became ready meanwhile). An explicit load (``POST
    /api/models/load/{m}``) is refused the same way unless it is forced (``?force=true``).
    TTL, unload and shutdown stop a protected model as any other.
+9. The memory rule (:mod:`.memory`) reads in-flight counts, sleepers and :meth:`last_used`, a
+   tick bumped by every grant, request end and load start: "least recently used".
 """
 
 from __future__ import annotations
@@ -165,6 +168,11 @@ class Scheduler:
         self._closing = False
         self._refusal: Callable[[], ProxyError] = errors.shutting_down
         self._told_queue: tuple[QueueEntry, ...] = ()
+        #: models whose process sleeps (SPEC 6.7): not running, their sleep memory still held
+        self._sleeping: set[str] = set()
+        #: the memory rule's "least recently used": a tick per grant, request end and load
+        self._tick = 0
+        self._last_used: dict[str, int] = {}
 
     # ---------------------------------------------------------------- views
 
@@ -181,10 +189,19 @@ class Scheduler:
             return UpstreamState.STOPPING
         if model in self._ready:
             return UpstreamState.READY
+        if model in self._sleeping:
+            return UpstreamState.SLEEPING
         return UpstreamState.STOPPED
 
     def in_flight(self, model: str) -> int:
         return self._in_flight[model]
+
+    def last_used(self, model: str) -> int:
+        """The memory rule's recency (``routing.memory.Residency``); 0 = never used."""
+        return self._last_used.get(model, 0)
+
+    def sleeping(self) -> frozenset[str]:
+        return frozenset(self._sleeping)
 
     def admitted(self, model: str) -> int:
         return self._admitted[model]
@@ -204,8 +221,9 @@ class Scheduler:
         return frozenset(self._granted)
 
     def running(self) -> frozenset[str]:
-        """Every model not stopped (rule 7): what the swapper is given."""
-        return frozenset(m for m in self._models if self.state(m) != UpstreamState.STOPPED)
+        """Every model not stopped nor sleeping (rule 7): what the swapper is given."""
+        gone = (UpstreamState.STOPPED, UpstreamState.SLEEPING)
+        return frozenset(m for m in self._models if self.state(m) not in gone)
 
     def facts(self, model: str, *, force: bool = False) -> Facts:
         """What the decision rules look at for a request for ``model`` (``force``: rule 8)."""
@@ -307,6 +325,7 @@ class Scheduler:
         if model is None:
             return
         self._in_flight[model] -= 1
+        self._used(model)
         self._release(model)
         count = self._in_flight[model]
         if count <= 0:
@@ -379,7 +398,8 @@ class Scheduler:
     def idle_expired(self, model: str) -> bool:
         """An upstream's TTL expired. True: stop it (and report ``stop_done``); False: keep it,
         because it is not ready or something is queued, waiting or in flight for it (rule 4)."""
-        if self._closing or self.state(model) != UpstreamState.READY or self._admitted[model]:
+        awake = self.state(model) in (UpstreamState.READY, UpstreamState.SLEEPING)
+        if self._closing or not awake or self._admitted[model]:
             return False
         self._ready.discard(model)
         self._stopping[model] += 1
@@ -402,6 +422,18 @@ class Scheduler:
             self._exiting.discard(model)
             self._drain()
             self._after()
+
+    def upstream_sleeping(self, model: str, asleep: bool) -> None:
+        """An upstream reported a state: ``sleeping`` (its process lives on, holding only its
+        sleep memory) or any other (it woke, or stopped)."""
+        if asleep == (model in self._sleeping):
+            return
+        if asleep:
+            self._sleeping.add(model)
+        else:
+            self._sleeping.discard(model)
+        self._drain()
+        self._after()
 
     def shutdown(self, refusal: Callable[[], ProxyError] = errors.shutting_down) -> None:
         """Refuse every waiting request with 503 at once; from now on refuse everything.
@@ -433,7 +465,12 @@ class Scheduler:
         self._release(req.model)
         self._effects.refuse(req.rid, error)
 
+    def _used(self, model: str) -> None:
+        self._tick += 1
+        self._last_used[model] = self._tick
+
     def _grant(self, req: _Request, load_seconds: float) -> None:
+        self._used(req.model)
         if self._effects.grant(req.rid, req.model, load_seconds):
             self._granted[req.rid] = req.model
             self._in_flight[req.model] += 1
@@ -465,6 +502,7 @@ class Scheduler:
             running = self.running()
             evict = self._swapper.evictions(req.model, running)
             load = self._loads[req.model] = _Load(req.model, evict, [])
+            self._used(req.model)
             self._ready.difference_update(evict)
             self._effects.start_load(req.model, evict, self._swapper.explain(req.model, running))
         load.waiters.append(req)

@@ -25,6 +25,8 @@ class UpstreamState(enum.StrEnum):
     READY = "ready"
     STOPPING = "stopping"
     SHUTDOWN = "shutdown"
+    #: the process lives on with its GPU memory freed (SPEC 6.7); a start wakes it
+    SLEEPING = "sleeping"
 
 
 class StartFailed(Exception):
@@ -100,6 +102,11 @@ class UpstreamLike(Protocol):
 
     async def stop(self) -> None:
         """Stop the process group and return when it is gone. Idempotent."""
+        ...
+
+    async def evict(self) -> None:
+        """Make room for another model: put a ready model with a sleep mode to sleep (falling
+        back to a stop when the sleep fails), else stop it."""
         ...
 
     def set_in_flight(self, count: int) -> None:

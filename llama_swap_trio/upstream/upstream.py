@@ -248,6 +248,10 @@ class Upstream(UpstreamLike):
         if attempt is not None and self._state is S.STOPPING:
             await attempt.done.wait()
 
+    async def evict(self) -> None:
+        """Make room for another model (``UpstreamLike.evict``)."""
+        await self.stop()
+
     def set_in_flight(self, count: int) -> None:
         self._timer.set_in_flight(count)
 

@@ -51,6 +51,11 @@ class FakeUpstream:
         #: (state, router's last in-flight report) whenever a stop really stops a ready process
         self.stopped_with_in_flight: list[int] = []
         self.rearms = 0
+        #: a model with ``sleep`` configured: ``evict`` sleeps this long, a start wakes it
+        self.sleep_delay = 0.1
+        self.wake_delay = 0.1
+        self.sleeps = 0
+        self.wakes = 0
         self._timer = IdleTimer(model.ttl, self._on_idle)
 
     @property
@@ -86,6 +91,12 @@ class FakeUpstream:
         await self._wait_settled()
         if self._state == UpstreamState.READY:
             return
+        if self._state == UpstreamState.SLEEPING:
+            self.wakes += 1
+            self._set(UpstreamState.STARTING)
+            await trio.sleep(self.wake_delay)
+            self._set(UpstreamState.READY)
+            return
         self.starts += 1
         self._set(UpstreamState.STARTING)
         with trio.CancelScope() as scope:
@@ -107,11 +118,20 @@ class FakeUpstream:
         self._generation += 1
         self._set(UpstreamState.READY)
 
+    async def evict(self) -> None:
+        """Sleep when the model has a sleep mode (as the Upstream does), else stop."""
+        if self._model.sleep is None or self._state != UpstreamState.READY:
+            await self.stop()
+            return
+        self.sleeps += 1
+        await trio.sleep(self.sleep_delay)
+        self._set(UpstreamState.SLEEPING)
+
     async def stop(self) -> None:
         if self._start_scope is not None:
             self._start_scope.cancel()
         await self._wait_settled()
-        if self._state != UpstreamState.READY:
+        if self._state not in (UpstreamState.READY, UpstreamState.SLEEPING):
             return
         self.stops += 1
         self.stopped_with_in_flight.append(self.in_flight)

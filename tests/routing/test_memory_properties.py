@@ -1,0 +1,181 @@
+"""Property tests of the memory rule (SPEC 6.7) on top of groups and the matrix.
+
+Two levels. The pure swapper, with random sizes, running sets, in-flight counts and last uses:
+after the evictions it plans, what stays fits in the budget; only models with nothing in flight
+are evicted for memory unless those are not enough; they go least recently used first. Then the
+scheduler, driven by random event sequences (the same driver as test_scheduler_properties): every
+load that starts leaves the models that stay within the budget, evicts no busy model, picks its
+memory evictions least recently used first, and every other promise of the scheduler still holds.
+"""
+
+from __future__ import annotations
+
+import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llama_swap_trio.config.model import Config, ModelConfig
+from llama_swap_trio.routing.memory import MemorySwapper
+from llama_swap_trio.routing.scheduler import Scheduler
+from llama_swap_trio.routing.swappers import Swapper, swapper_for
+from llama_swap_trio.upstream.api import UpstreamState
+
+from .builders import group, group_config, matrix_config, single_group
+from .test_scheduler_properties import Model, ops
+
+GiB = 1024**3
+BUDGET = 24 * GiB
+
+BASES: dict[str, Config] = {
+    # every model may run with every other as far as the groups go: memory alone decides
+    "free": group_config(group("all", "a", "b", "c", "d", "e", swap=False, exclusive=False)),
+    "groups": group_config(
+        group("swap", "a", "b"),
+        group("free", "c", "d", swap=False, exclusive=False),
+        group("keep", "e", persistent=True, swap=False),
+        priority={"e": 3},
+    ),
+    "matrix": matrix_config(
+        ["a", "b", "c", "d", "e"],
+        [("abc", {"a", "b", "c"}), ("cde", {"c", "d", "e"}), ("all", {"a", "b", "c", "d"})],
+        costs={"c": 5},
+    ),
+    "single": single_group("a", "b", "c"),
+}
+
+sizes = st.fixed_dictionaries(
+    {m: st.sampled_from([0, 4 * GiB, 6 * GiB, 8 * GiB, 10 * GiB, 20 * GiB]) for m in "abcde"}
+)
+
+
+def with_sizes(config: Config, memory: dict[str, int]) -> Config:
+    models: dict[str, ModelConfig] = {
+        m: attrs.evolve(c, memory=memory[m] or None) for m, c in config.models.items()
+    }
+    return attrs.evolve(config, models=models, gpu_memory=BUDGET)
+
+
+class FixedResidency:
+    def __init__(self, in_flight: dict[str, int], last_used: dict[str, int]) -> None:
+        self._in_flight = in_flight
+        self._last_used = last_used
+
+    def in_flight(self, model: str) -> int:
+        return self._in_flight.get(model, 0)
+
+    def last_used(self, model: str) -> int:
+        return self._last_used.get(model, 0)
+
+    def sleeping(self) -> frozenset[str]:
+        return frozenset()
+
+
+def held(swapper: MemorySwapper, models: frozenset[str]) -> int:
+    return sum(swapper.size(m) for m in models)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    base=st.sampled_from(["free", "free", *sorted(BASES)]),
+    memory=sizes,
+    running_order=st.lists(st.sampled_from("abcde"), unique=True),
+    target=st.sampled_from("abcde"),
+    busy=st.frozensets(st.sampled_from("abcde")),
+    order=st.permutations("abcde"),
+)
+def test_the_plan_fits_evicts_idle_first_and_least_recently_used_first(
+    base: str,
+    memory: dict[str, int],
+    running_order: list[str],
+    target: str,
+    busy: frozenset[str],
+    order: list[str],
+) -> None:
+    config = with_sizes(BASES[base], memory)
+    base_swapper: Swapper = swapper_for(config)
+    swapper = MemorySwapper(base_swapper, config.models, BUDGET)
+    last_used = {m: i + 1 for i, m in enumerate(order)}
+    swapper.bind(FixedResidency(dict.fromkeys(busy, 1), last_used))
+    # a consistent starting point: what runs already fits
+    running: frozenset[str] = frozenset()
+    for m in running_order:
+        if held(swapper, running | {m}) <= BUDGET:
+            running |= {m}
+    outside = [m for m in order if m not in running]
+    if target in running and outside and order[0] != target:
+        target = outside[0]  # mostly a load of a model that does not run yet
+    plan = swapper.plan(target, running)
+    base_evict = base_swapper.evictions(target, running)
+    assert base_evict <= plan.evict
+    assert target not in plan.evict
+    if target in running:
+        assert plan.evict == base_evict
+        return
+    stays = (running - plan.evict) | {target}
+    assert held(swapper, stays) <= BUDGET, "over budget after the load"
+    # memory evictions: idle ones first, least recently used first; busy ones only when the
+    # idle ones were not enough, and then the load must wait for them (plan.busy)
+    picked = list(plan.for_memory)
+    idle_kept = [m for m in running - plan.evict - {target} if m not in busy and swapper.size(m)]
+    for m in picked:
+        if m in busy:
+            assert not idle_kept, f"busy {m} evicted while idle {idle_kept} stay"
+        else:
+            assert all(last_used[m] < last_used[k] for k in idle_kept), (m, idle_kept)
+    assert plan.busy == frozenset(m for m in picked if m in busy)
+    # no eviction beyond need: without the last pick it would not fit
+    if picked:
+        without_last = stays | {picked[-1]}
+        assert held(swapper, without_last) > BUDGET
+
+
+class MemoryModel(Model):
+    """The scheduler driver of test_scheduler_properties with the memory rule switched on."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        h = self.h
+        base = swapper_for(config)
+        assert config.gpu_memory is not None
+        swapper = MemorySwapper(base, config.models, config.gpu_memory)
+        h.swapper = swapper
+        h.s = Scheduler(config.models, swapper, h.fx)
+        swapper.bind(h.s)
+        checked_start = h.fx.start_load  # the driver's own checks (no busy model evicted)
+
+        def start_load(target: str, evict: frozenset[str], explanation: str) -> None:
+            s = h.s
+            running = s.running() - {target}  # as it was decided: the load is registered now
+            stays = (running - evict) | {target}
+            assert held(swapper, stays) <= BUDGET, f"load of {target} leaves {stays} over budget"
+            plan = swapper.plan(target, running)
+            assert plan.evict == evict
+            kept_idle = [m for m in running - evict if s.in_flight(m) == 0 and swapper.size(m) > 0]
+            for m in plan.for_memory:
+                assert s.in_flight(m) == 0
+                assert all(s.last_used(m) < s.last_used(k) for k in kept_idle), (m, kept_idle)
+            assert "memory: budget=24.0GiB" in explanation
+            checked_start(target, evict, explanation)
+
+        h.fx.start_load = start_load  # type: ignore[method-assign]
+
+    def check(self) -> None:
+        super().check()
+        s = self.h.s
+        swapper = self.h.swapper
+        assert isinstance(swapper, MemorySwapper)
+        active = frozenset(
+            m for m in self.models if s.state(m) in (UpstreamState.READY, UpstreamState.STARTING)
+        )
+        assert held(swapper, active) <= BUDGET, f"{active} over budget"
+
+
+@settings(max_examples=250, deadline=None)
+@given(base=st.sampled_from(["free", "free", *sorted(BASES)]), memory=sizes, steps=ops)
+def test_random_event_sequences_never_go_over_budget(
+    base: str, memory: dict[str, int], steps: list[tuple[str, int]]
+) -> None:
+    model = MemoryModel(with_sizes(BASES[base], memory))
+    for op, n in steps:
+        model.step(op, n)
+    model.finish()
