@@ -49,6 +49,7 @@ from llama_swap_trio.observe import Observability
 from llama_swap_trio.routing.router import Router
 from llama_swap_trio.upstream.api import LogLine, StateChanged, UpstreamEvent, UpstreamState
 from llama_swap_trio.upstream.guard import ProcessGuard
+from llama_swap_trio.upstream.measure import start_measuring
 from llama_swap_trio.upstream.upstream import Upstream
 
 log = logging.getLogger("llama_swap_trio")
@@ -183,7 +184,10 @@ class Generation:
                 }
                 for upstream in upstreams.values():
                     await nursery.start(upstream.run)
-                self._router = router = Router(config, upstreams, bus=shared.bus)
+                measured = start_measuring(
+                    nursery, config.path, config.models, lambda m: upstreams[m].pid, shared.bus
+                )
+                self._router = router = Router(config, upstreams, bus=shared.bus, measured=measured)
                 notices.router, notices.pool = router, pool
                 await nursery.start(router.run)
                 self._app = create_app(

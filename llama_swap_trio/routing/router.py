@@ -43,7 +43,7 @@ from llama_swap_trio.routing.api import (
     QueueEntry,
     RouterSnapshot,
 )
-from llama_swap_trio.routing.memory import MemorySwapper, with_memory
+from llama_swap_trio.routing.memory import Measured, MemorySwapper, with_memory
 from llama_swap_trio.routing.scheduler import Scheduler
 from llama_swap_trio.routing.swappers import swapper_for
 from llama_swap_trio.upstream.api import (
@@ -219,15 +219,23 @@ class Router:
     """The router (``RouterLike``): start it with ``await nursery.start(router.run)``."""
 
     def __init__(
-        self, config: Config, upstreams: Mapping[str, UpstreamLike], *, bus: EventBus
+        self,
+        config: Config,
+        upstreams: Mapping[str, UpstreamLike],
+        *,
+        bus: EventBus,
+        measured: Measured | None = None,
     ) -> None:
+        """Args:
+        measured: the GPU memory measured for ``"measured"`` models (the memory rule reads it).
+        """
         self._config = config
         self._upstreams = dict(upstreams)
         self._bus = bus
         self._swapper = with_memory(swapper_for(config), config.models, config.gpu_memory)
         self._scheduler = Scheduler(config.models, self._swapper, _Effects(self))
         if isinstance(self._swapper, MemorySwapper):
-            self._swapper.bind(self._scheduler)
+            self._swapper.bind(self._scheduler, measured)
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[_Message](math.inf)
         self._rids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
