@@ -41,6 +41,10 @@ BASES: dict[str, Config] = {
         costs={"c": 5},
     ),
     "single": single_group("a", "b", "c"),
+    "protected": group_config(
+        group("all", "a", "b", "c", "d", "e", swap=False, exclusive=False),
+        settings={"c": {"protected": True}, "e": {"protected": True}},
+    ),
 }
 
 sizes = st.fixed_dictionaries(
@@ -116,13 +120,18 @@ def test_the_plan_fits_evicts_idle_first_and_least_recently_used_first(
     # memory evictions: idle ones first, least recently used first; busy ones only when the
     # idle ones were not enough, and then the load must wait for them (plan.busy)
     picked = list(plan.for_memory)
-    idle_kept = [m for m in running - plan.evict - {target} if m not in busy and swapper.size(m)]
+    models = config.models
+    kept = [m for m in running - plan.evict - {target} if swapper.size(m)]
+    idle_kept = [m for m in kept if m not in busy and not models[m].protected]
     for m in picked:
-        if m in busy:
+        if models[m].protected:
+            # protected ones last: the scheduler refuses such a load (409 model_protected)
+            assert all(models[k].protected for k in kept), f"protected {m} before {kept}"
+        elif m in busy:
             assert not idle_kept, f"busy {m} evicted while idle {idle_kept} stay"
         else:
             assert all(last_used[m] < last_used[k] for k in idle_kept), (m, idle_kept)
-    assert plan.busy == frozenset(m for m in picked if m in busy)
+    assert plan.busy == frozenset(m for m in picked if m in busy and not models[m].protected)
     # no eviction beyond need: without the last pick it would not fit
     if picked:
         without_last = stays | {picked[-1]}
@@ -153,6 +162,9 @@ class MemoryModel(Model):
             kept_idle = [m for m in running - evict if s.in_flight(m) == 0 and swapper.size(m) > 0]
             for m in plan.for_memory:
                 assert s.in_flight(m) == 0
+                # protected ones only for a forced API load (the driver checks that)
+                if config.models[m].protected:
+                    continue
                 assert all(s.last_used(m) < s.last_used(k) for k in kept_idle), (m, kept_idle)
             assert "memory: budget=24.0GiB" in explanation
             checked_start(target, evict, explanation)
