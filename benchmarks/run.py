@@ -1,4 +1,6 @@
-"""Entry point: ``python -m benchmarks.run [warm|stream|swap|memory|all] [--label NAME] [--quick]``.
+"""Entry point: ``python -m benchmarks.run WHAT [--label NAME] [--quick]``.
+
+WHAT is ``warm``, ``stream``, ``swap``, ``memory``, ``sleep`` or ``all``.
 
 Prints each measurement as it is taken and writes everything (figures, load average, machine) to
 ``benchmarks/results/<label>-<what>.json``. See benchmarks/README.md.
@@ -13,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import memory, stream, swap, warm
+from benchmarks import memory, sleep, stream, swap, warm
 from benchmarks.procs import DAEMON_SRC, loadavg, machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -21,14 +23,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("what", choices=["warm", "stream", "swap", "memory", "all"])
+    p.add_argument("what", choices=["warm", "stream", "swap", "memory", "sleep", "all"])
     p.add_argument("--label", default="run", help="name of the results files")
     p.add_argument("--quick", action="store_true", help="short runs, one round (a smoke test)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=5.0, help="seconds per wrk run")
     args = p.parse_args()
     rounds, seconds = (1, 2.0) if args.quick else (args.rounds, args.seconds)
-    jobs = ["warm", "stream", "swap", "memory"] if args.what == "all" else [args.what]
+    jobs = ["warm", "stream", "swap", "memory", "sleep"] if args.what == "all" else [args.what]
     RESULTS.mkdir(exist_ok=True)
     for job in jobs:
         print(f"== {job}  (load average {loadavg()})", flush=True)
@@ -40,6 +42,8 @@ def main() -> None:
             result = stream.run(rounds=rounds, quick=args.quick)
         elif job == "swap":
             result = swap.run(swaps=6 if args.quick else 20)
+        elif job == "sleep":
+            result = sleep.run(swaps=3 if args.quick else 6)
         else:
             result = memory.run()
         result["meta"] = {

@@ -83,6 +83,14 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model-id", default="demo")
     demo.add_argument("--startup-delay", type=float, default=0.0, metavar="S")
     demo.add_argument("--tokens-per-second", type=float, default=30.0, metavar="R")
+    demo.add_argument(
+        "--sleep-mode",
+        action="store_true",
+        help="answer vLLM's POST /sleep and POST /wake_up (models.<id>.sleep)",
+    )
+    demo.add_argument(
+        "--wake-delay", type=float, default=0.05, metavar="S", help="seconds a wake takes"
+    )
     return parser
 
 
@@ -138,6 +146,8 @@ def _demo_upstream(args: argparse.Namespace) -> int:
             args.startup_delay,
             args.tokens_per_second,
             host=args.host,
+            sleep_mode=args.sleep_mode,
+            wake_delay=args.wake_delay,
         )
     except OSError as error:
         print(f"demo-upstream: {error}", file=sys.stderr)

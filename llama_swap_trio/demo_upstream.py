@@ -5,7 +5,10 @@ machine with no inference server. It speaks the parts of the OpenAI API that cha
 
 - ``GET /health`` (200 ``OK``) and ``GET /v1/models``;
 - ``POST /v1/chat/completions`` and ``POST /v1/completions``, streaming (SSE) or not;
-- ``POST /v1/embeddings`` (small deterministic unit vectors; ``encoding_format`` float or base64).
+- ``POST /v1/embeddings`` (small deterministic unit vectors; ``encoding_format`` float or base64);
+- with ``--sleep-mode``, vLLM's sleep mode: ``POST /sleep?level=1``, ``POST /wake_up`` (which takes
+  ``--wake-delay`` seconds, far less than a ``--startup-delay``) and ``GET /is_sleeping``; a
+  sleeping server answers generation requests with 503, as its weights are not on the GPU.
 
 Answers are seeded from the model id and the prompt, so the same question gets the same answer,
 and they name the model, so a user watching a swap sees which model answered. Tokens are paced at
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 10 * 1024 * 1024
 EMBEDDING_DIMENSIONS = 16
+#: seconds ``POST /wake_up`` takes in ``--sleep-mode``
+DEFAULT_WAKE_DELAY = 0.05
 OWNED_BY = "llama-swap-trio-demo"
 
 
@@ -224,10 +229,20 @@ def _embedding_inputs(body: dict[str, Any]) -> list[str]:
 class DemoApp:
     """The ASGI application; one per served model id."""
 
-    def __init__(self, model_id: str, tokens_per_second: float) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        tokens_per_second: float,
+        *,
+        sleep_mode: bool = False,
+        wake_delay: float = DEFAULT_WAKE_DELAY,
+    ) -> None:
         self.model_id = model_id
         self.tokens_per_second = tokens_per_second
         self.created = int(time.time())
+        self.sleep_mode = sleep_mode
+        self.wake_delay = wake_delay
+        self.asleep = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -247,6 +262,10 @@ class DemoApp:
             elif path in ("/v1/models", "/models"):
                 _require(method, "GET", "HEAD")
                 await _send_json(send, 200, self._models())
+            elif self.sleep_mode and path in ("/sleep", "/wake_up", "/is_sleeping"):
+                await self._sleep_mode(method, path, send)
+            elif self.asleep and path != "/health":
+                raise BadRequest(f"{self.model_id} is sleeping", status=503, code="sleeping")
             elif path in ("/v1/chat/completions", "/chat/completions"):
                 _require(method, "POST")
                 await self._completion(receive, send, await _read_json(receive), chat=True)
@@ -262,6 +281,21 @@ class DemoApp:
             await _send_error(send, error)
         except _ClientGone:
             log.info("client disconnected before its request was read")
+
+    async def _sleep_mode(self, method: str, path: str, send: Send) -> None:
+        """vLLM's sleep-mode endpoints: the state flips after the (pretend) work."""
+        if path == "/is_sleeping":
+            _require(method, "GET")
+        else:
+            _require(method, "POST")
+        if path == "/sleep" and not self.asleep:
+            log.info("%s: going to sleep", self.model_id)
+            self.asleep = True
+        elif path == "/wake_up" and self.asleep:
+            await trio.sleep(self.wake_delay)  # the weights come back from host memory
+            self.asleep = False
+            log.info("%s: awake", self.model_id)
+        await _send_json(send, 200, {"is_sleeping": self.asleep})
 
     def _models(self) -> dict[str, Any]:
         record = {
@@ -543,6 +577,8 @@ async def serve_demo(
     tokens_per_second: float = 30.0,
     host: str = "127.0.0.1",
     shutdown: trio.Event | None = None,
+    sleep_mode: bool = False,
+    wake_delay: float = DEFAULT_WAKE_DELAY,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the demo model until cancelled (or until ``shutdown`` is set, gracefully).
@@ -567,7 +603,7 @@ async def serve_demo(
     # A Logger (not "-") makes hypercorn log through our handlers instead of adding its own.
     config.errorlog = logging.getLogger("hypercorn.error")
     trigger = shutdown.wait if shutdown is not None else trio.sleep_forever
-    app = DemoApp(model_id, tokens_per_second)
+    app = DemoApp(model_id, tokens_per_second, sleep_mode=sleep_mode, wake_delay=wake_delay)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             # hypercorn types scopes and events as TypedDicts; our plain dicts carry the same data.
@@ -584,6 +620,9 @@ def run(
     startup_delay: float,
     tokens_per_second: float,
     host: str = "127.0.0.1",
+    *,
+    sleep_mode: bool = False,
+    wake_delay: float = DEFAULT_WAKE_DELAY,
 ) -> None:
     """Run the demo server until SIGINT or SIGTERM (then return normally, for exit code 0).
 
@@ -592,7 +631,14 @@ def run(
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
     try:
-        trio.run(_run, port, model_id, startup_delay, tokens_per_second, host)
+        trio.run(
+            partial(_run, sleep_mode=sleep_mode, wake_delay=wake_delay),
+            port,
+            model_id,
+            startup_delay,
+            tokens_per_second,
+            host,
+        )
     except BaseExceptionGroup as group:
         # Nurseries wrap errors in groups; the CLI wants the plain OSError to report it.
         oserror = _first_oserror(group)
@@ -602,7 +648,14 @@ def run(
 
 
 async def _run(
-    port: int, model_id: str, startup_delay: float, tokens_per_second: float, host: str
+    port: int,
+    model_id: str,
+    startup_delay: float,
+    tokens_per_second: float,
+    host: str,
+    *,
+    sleep_mode: bool,
+    wake_delay: float,
 ) -> None:
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -624,6 +677,8 @@ async def _run(
                 tokens_per_second=tokens_per_second,
                 host=host,
                 shutdown=shutdown,
+                sleep_mode=sleep_mode,
+                wake_delay=wake_delay,
             )
             # hypercorn has drained (or we were still loading); the watcher is all that is left.
             nursery.cancel_scope.cancel()

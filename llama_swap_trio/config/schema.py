@@ -82,6 +82,9 @@ class RawModel:
     protected: bool = False
     #: a size (int or string) or "measured"; parsed by config.memory, None = not set
     memory: object = None
+    sleep: RawSleep | None = None
+    #: a size (int or string); parsed by config.memory
+    sleep_memory: object = 0
 
 
 @attrs.frozen

@@ -328,8 +328,8 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
             problems,
             model_id,
             raw.memory,
-            None,  # SLEEP
-            0,  # SLEEP
+            None if raw.sleep is None else (raw.sleep.sleep, raw.sleep.wake),
+            raw.sleep_memory,
             budget,
             _nvml_error,
         )

@@ -17,6 +17,8 @@ Theory of operation:
    starting  wait for it    cancel the attempt (start aborted), wait until gone
    ready     return         cancel the attempt, wait until gone
    stopping  wait, restart  wait until gone
+   sleeping  wake (or a     cancel the attempt, wait until gone
+             fresh start)
    shutdown  StartFailed    returns at once
    ========  =============  ==========================================================
 
@@ -65,6 +67,7 @@ from llama_swap_trio.upstream.process import (
     terminate_group,
 )
 from llama_swap_trio.upstream.procfs import group_alive
+from llama_swap_trio.upstream.sleep import call_endpoint
 from llama_swap_trio.upstream.ttl import IdleTimer
 
 log = logging.getLogger(__name__)
@@ -209,6 +212,11 @@ class Upstream(UpstreamLike):
                 raise StartFailed(model_id, "cancelled", f"[{model_id}] shutdown")
             if state is S.READY:
                 return
+            if state is S.SLEEPING:
+                assert attempt is not None
+                if await self._wake(attempt):
+                    return
+                continue
             if state is S.STOPPING:
                 assert attempt is not None
                 await attempt.done.wait()
@@ -241,7 +249,7 @@ class Upstream(UpstreamLike):
     async def stop(self) -> None:
         """Stop the process group (aborting a start) and return when it is gone. Idempotent."""
         attempt = self._attempt
-        if self._state in (S.STARTING, S.READY):
+        if self._state in (S.STARTING, S.READY, S.SLEEPING):
             assert attempt is not None
             self._set_state(S.STOPPING)
             attempt.scope.cancel()
@@ -249,8 +257,62 @@ class Upstream(UpstreamLike):
             await attempt.done.wait()
 
     async def evict(self) -> None:
-        """Make room for another model (``UpstreamLike.evict``)."""
+        """Make room for another model (``UpstreamLike.evict``): a ready model with a sleep mode
+        is put to sleep (state ``sleeping``, same process and pid); one without, or whose sleep
+        call fails, is stopped (SPEC 6.7)."""
+        sleep = self._model.sleep
+        attempt = self._attempt
+        if sleep is None or self._state is not S.READY or attempt is None:
+            await self.stop()
+            return
+        why = await call_endpoint(self._target, sleep.sleep, self._health_timeout)
+        if why is None and self._attempt is attempt and self._state is S.READY:
+            self._set_state(S.SLEEPING)
+            log.info("[%s] asleep (%s), pid %s", self._model.id, sleep.sleep, self.pid)
+            return
+        if why is not None:
+            log.warning("[%s] %s; stopping it instead", self._model.id, why)
         await self.stop()
+
+    async def _wake(self, attempt: _Attempt) -> bool:
+        """Wake the sleeping process (the wake call, then the health check); True once ready.
+        False: it must start afresh (a failed wake, stopped here, or its process exited).
+
+        Raises:
+            StartFailed: stopped (an unload, the shutdown) while waking.
+        """
+        model = self._model
+        assert model.sleep is not None
+        self._set_state(S.STARTING)
+        began = trio.current_time()
+        why = await call_endpoint(self._target, model.sleep.wake, self._health_timeout)
+        if why is None:
+            why = await self._healthy_again(began + self._health_timeout)
+        if self._attempt is not attempt or self._state is not S.STARTING:
+            if attempt.exit_error is None:
+                raise StartFailed(model.id, "cancelled", f"[{model.id}] stopped while waking")
+            return False  # it exited while waking: a fresh start
+        if why is not None:
+            log.warning("[%s] %s; restarting it", model.id, why)
+            await self.stop()
+            return False
+        self._set_state(S.READY)
+        self._timer.arm()
+        log.info("[%s] awake in %.2f s", model.id, trio.current_time() - began)
+        return True
+
+    async def _healthy_again(self, deadline: float) -> str | None:
+        """None once the check endpoint answers 200 (before ``deadline``), else why not."""
+        path = self._model.check_endpoint
+        if path == "none":
+            return None
+        path = path if path.startswith("/") else "/" + path
+        with trio.move_on_at(deadline):
+            while True:
+                if await health_status(self._target, path) == 200:
+                    return None
+                await trio.sleep(PROBE_INTERVAL_MAX)
+        return f"GET {path} did not answer 200 after the wake"
 
     def set_in_flight(self, count: int) -> None:
         self._timer.set_in_flight(count)
@@ -321,7 +383,7 @@ class Upstream(UpstreamLike):
                 except StartFailed as exc:
                     attempt.error = exc
                 finally:
-                    if self._state in (S.STARTING, S.READY):
+                    if self._state in (S.STARTING, S.READY, S.SLEEPING):
                         why = attempt.error.message if attempt.error else attempt.exit_error
                         self._set_state(S.STOPPING, why)
                     if self._left_a_group(attempt):

@@ -129,3 +129,46 @@ def test_check_lists_sizes_and_the_budget() -> None:
     assert "memory=8.0GiB (fits)" in lines[0]
     assert "memory=- (fits)" in lines[1]
     assert lines[2].startswith("resources: gpu_memory=24.0GiB (25769803776 bytes)")
+
+
+def test_sleep_endpoints_and_sleep_memory_resolve() -> None:
+    config = load_config_text(
+        M
+        + 'memory = "8GiB"\nsleep_memory = "1GiB"\n'
+        + 'sleep = { sleep = "POST /sleep?level=1", wake = "post /wake_up" }\n',
+        environ={},
+    )
+    model = config.models["m"]
+    assert model.sleep is not None
+    assert str(model.sleep.sleep) == "POST /sleep?level=1"
+    assert str(model.sleep.wake) == "POST /wake_up"
+    assert model.sleep_memory == GiB
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            M + 'sleep = { sleep = "/sleep", wake = "POST /wake_up" }',
+            "models.m.sleep.sleep: must be 'METHOD /path'",
+        ),
+        (
+            M + 'sleep = { sleep = "POST /sleep", wake = "FETCH /wake_up" }',
+            "models.m.sleep.wake: must be 'METHOD /path'",
+        ),
+        (M + 'sleep = { sleep = "POST /sleep" }', "models.m.sleep.wake: required key is missing"),
+        (
+            M + 'sleep = { sleep = "POST /s", wake = "POST /w", wak = 1 }',
+            "models.m.sleep.wak: unknown key",
+        ),
+        (M + 'sleep = "POST /sleep"', "models.m.sleep: expected a table"),
+        (M + 'sleep_memory = "x"', "models.m.sleep_memory: not a size: 'x'"),
+        (
+            M + 'memory = "1GiB"\nsleep_memory = "2GiB"',
+            "models.m.sleep_memory: 2.0GiB is more than the model's memory (1.0GiB)",
+        ),
+    ],
+)
+def test_bad_sleep_keys_name_their_key_path(text: str, problem: str) -> None:
+    found = problems_of(text)
+    assert any(problem in line for line in found), found

@@ -148,7 +148,7 @@ class FakeUpstream:
         self._timer.arm()
 
     def _on_idle(self) -> None:
-        if self._state == UpstreamState.READY:
+        if self._state in (UpstreamState.READY, UpstreamState.SLEEPING):
             self._notify(IdleExpired(self._model.id))
 
     async def _end_teardown(self, seconds: float, error: str) -> None:

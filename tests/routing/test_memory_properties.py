@@ -10,10 +10,13 @@ memory evictions least recently used first, and every other promise of the sched
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llama_swap_trio.config.memory import SleepConfig, parse_endpoint
 from llama_swap_trio.config.model import Config, ModelConfig
 from llama_swap_trio.routing.memory import MemorySwapper
 from llama_swap_trio.routing.scheduler import Scheduler
@@ -52,10 +55,16 @@ sizes = st.fixed_dictionaries(
 )
 
 
-def with_sizes(config: Config, memory: dict[str, int]) -> Config:
+SLEEP = SleepConfig(parse_endpoint("POST /sleep"), parse_endpoint("POST /wake_up"))
+
+
+def with_sizes(config: Config, memory: dict[str, int], sleepers: str = "") -> Config:
+    """Sizes for the models; those in ``sleepers`` get a sleep mode keeping 2 GiB (or less)."""
     models: dict[str, ModelConfig] = {
         m: attrs.evolve(c, memory=memory[m] or None) for m, c in config.models.items()
     }
+    for m in (m for m in sleepers if m in models):
+        models[m] = attrs.evolve(models[m], sleep=SLEEP, sleep_memory=min(2 * GiB, memory[m]))
     return attrs.evolve(config, models=models, gpu_memory=BUDGET)
 
 
@@ -156,8 +165,11 @@ class MemoryModel(Model):
             s = h.s
             running = s.running() - {target}  # as it was decided: the load is registered now
             stays = (running - evict) | {target}
-            assert held(swapper, stays) <= BUDGET, f"load of {target} leaves {stays} over budget"
             plan = swapper.plan(target, running)
+            sleeping = [m for m in s.sleeping() if m not in running and m not in evict]
+            sleeping += [m for m in evict & running if swapper.can_sleep(m) and m not in plan.stop]
+            after = held(swapper, stays) + sum(swapper.asleep(m) for m in sleeping)
+            assert after <= BUDGET, f"load of {target} leaves {stays} and {sleeping} over budget"
             assert plan.evict == evict
             kept_idle = [m for m in running - evict if s.in_flight(m) == 0 and swapper.size(m) > 0]
             for m in plan.for_memory:
@@ -170,6 +182,39 @@ class MemoryModel(Model):
             checked_start(target, evict, explanation)
 
         h.fx.start_load = start_load  # type: ignore[method-assign]
+        self._deliver_sleep_notices(swapper)
+
+    def _deliver_sleep_notices(self, swapper: MemorySwapper) -> None:
+        """What the upstreams would report before a load's or a stop's result: an evicted model
+        with a sleep mode went to sleep (unless told to stop), a sleeper that was evicted,
+        unloaded or woken is no longer asleep."""
+        s = self.h.s
+        loads: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        recorded_start = self.h.fx.start_load
+
+        def start_load(target: str, evict: frozenset[str], explanation: str) -> None:
+            loads[target] = (evict, swapper.plan(target, s.running() - {target}).stop)
+            recorded_start(target, evict, explanation)
+
+        load_done, stop_done = s.load_done, s.stop_done
+
+        def notify_load_done(target: str, *args: Any, **kwargs: Any) -> None:
+            evict, stop = loads.pop(target, (frozenset(), frozenset()))
+            s.upstream_sleeping(target, False)
+            for m in sorted(evict):
+                asleep = m not in s.sleeping() and swapper.can_sleep(m) and m not in stop
+                s.upstream_sleeping(m, asleep)
+            load_done(target, *args, **kwargs)
+
+        def notify_stop_done(models: Any) -> None:
+            models = list(models)
+            for m in models:
+                s.upstream_sleeping(m, False)
+            stop_done(models)
+
+        self.h.fx.start_load = start_load  # type: ignore[method-assign]
+        s.load_done = notify_load_done  # type: ignore[method-assign]
+        s.stop_done = notify_stop_done  # type: ignore[method-assign]
 
     def check(self) -> None:
         super().check()
@@ -179,15 +224,21 @@ class MemoryModel(Model):
         active = frozenset(
             m for m in self.models if s.state(m) in (UpstreamState.READY, UpstreamState.STARTING)
         )
-        assert held(swapper, active) <= BUDGET, f"{active} over budget"
+        asleep = sum(swapper.asleep(m) for m in s.sleeping() if m not in active)
+        assert held(swapper, active) + asleep <= BUDGET, f"{active} over budget"
 
 
 @settings(max_examples=250, deadline=None)
-@given(base=st.sampled_from(["free", "free", *sorted(BASES)]), memory=sizes, steps=ops)
+@given(
+    base=st.sampled_from(["free", "free", *sorted(BASES)]),
+    memory=sizes,
+    sleepers=st.sampled_from(["", "", "a", "ac", "abcde"]),
+    steps=ops,
+)
 def test_random_event_sequences_never_go_over_budget(
-    base: str, memory: dict[str, int], steps: list[tuple[str, int]]
+    base: str, memory: dict[str, int], sleepers: str, steps: list[tuple[str, int]]
 ) -> None:
-    model = MemoryModel(with_sizes(BASES[base], memory))
+    model = MemoryModel(with_sizes(BASES[base], memory, sleepers))
     for op, n in steps:
         model.step(op, n)
     model.finish()

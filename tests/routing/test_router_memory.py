@@ -6,9 +6,10 @@ import attrs
 import trio
 import trio.testing
 
+from llama_swap_trio.config.memory import SleepConfig, parse_endpoint
 from llama_swap_trio.config.model import Config
 
-from .builders import group, group_config
+from .builders import group, group_config, single_group
 from .test_router import hold, running, wait_until
 
 GiB = 1024**3
@@ -58,3 +59,64 @@ async def test_the_least_recently_used_idle_model_goes_first(
         assert env.ups["a"].stops == 0
         states = {m.id: m.state for m in env.router.snapshot().models}
         assert states == {"a": "ready", "b": "stopped", "c": "ready"}
+
+
+def with_sleep(config: Config, *models: str, sleep_memory: int = 0) -> Config:
+    endpoints = SleepConfig(parse_endpoint("POST /sleep?level=1"), parse_endpoint("POST /wake_up"))
+    changed = {
+        m: attrs.evolve(c, sleep=endpoints, sleep_memory=sleep_memory) if m in models else c
+        for m, c in config.models.items()
+    }
+    return attrs.evolve(config, models=changed)
+
+
+async def test_an_evicted_model_with_a_sleep_mode_sleeps_and_a_request_wakes_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running(with_sleep(single_group("a", "b"), "a")) as env:
+        await env.router.load("a")
+        await env.router.load("b")
+        states = {m.id: m.state for m in env.router.snapshot().models}
+        assert states == {"a": "sleeping", "b": "ready"}
+        assert env.ups["a"].sleeps == 1
+        assert env.ups["a"].stops == 0
+        before = trio.current_time()
+        await env.router.load("a")  # b has no sleep mode: it stops
+        assert trio.current_time() - before < 1.0  # a wake (0.1 s), not a start (1 s)
+        assert env.ups["a"].wakes == 1
+        assert env.ups["a"].starts == 1
+        assert env.ups["b"].stops == 1
+        states = {m.id: m.state for m in env.router.snapshot().models}
+        assert states == {"a": "ready", "b": "stopped"}
+
+
+async def test_a_sleepers_memory_counts_and_is_freed_by_stopping_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sizes = {"a": 8 * GiB, "b": 8 * GiB, "c": 8 * GiB}
+    config = with_sleep(budget(sizes), "a", sleep_memory=4 * GiB)
+    async with running(config) as env:
+        await env.router.load("a")
+        await env.router.load("b")
+        # 8 + 8 + 8 > 16: a (least recent) sleeps, keeping 4 GiB; 4 + 8 + 8 > 16: b stops too
+        await env.router.load("c")
+        states = {m.id: m.state for m in env.router.snapshot().models}
+        assert states == {"a": "sleeping", "b": "stopped", "c": "ready"}
+        # 4 (a asleep) + 8 + 8 > 16: the sleeper is the least recently used, and is stopped
+        await env.router.load("b")
+        states = {m.id: m.state for m in env.router.snapshot().models}
+        assert states == {"a": "stopped", "b": "ready", "c": "ready"}
+        assert (env.ups["a"].sleeps, env.ups["a"].stops) == (1, 1)
+
+
+async def test_a_sleeping_models_ttl_stops_it(autojump_clock: trio.testing.MockClock) -> None:
+    config = with_sleep(single_group("a", "b"), "a")
+    config = attrs.evolve(
+        config, models={**config.models, "a": attrs.evolve(config.models["a"], ttl=60)}
+    )
+    async with running(config) as env:
+        await env.router.load("a")
+        await env.router.load("b")
+        assert env.ups["a"].state == "sleeping"
+        await wait_until(lambda: env.ups["a"].state == "stopped", timeout=120)
+        assert env.ups["a"].stops == 1
