@@ -498,11 +498,14 @@ class Router:
         assert self._swaps is not None, "the scheduler only acts inside run()"
         log.info("swap: loading %s; %s", target, explanation)
         ticket = _Ticket(target, evict, trio.current_time())
+        for_memory: frozenset[str] = frozenset()
         if isinstance(self._swapper, MemorySwapper):
             # the load is registered already: the running set it was decided on lacks the target
-            ticket.stop = self._swapper.plan(target, self._scheduler.running() - {target}).stop
+            plan = self._swapper.plan(target, self._scheduler.running() - {target})
+            ticket.stop, for_memory = plan.stop, frozenset(plan.for_memory)
         self._tickets[target] = ticket
-        self.stopping_for(evict, "swap")
+        self.stopping_for(evict - for_memory, "swap")
+        self.stopping_for(for_memory, "memory")
         self._bus.publish(
             {"type": "swap", "phase": "start", "model": target, "evict": sorted(evict)}
         )

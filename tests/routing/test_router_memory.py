@@ -59,6 +59,9 @@ async def test_the_least_recently_used_idle_model_goes_first(
         assert env.ups["a"].stops == 0
         states = {m.id: m.state for m in env.router.snapshot().models}
         assert states == {"a": "ready", "b": "stopped", "c": "ready"}
+        # the metrics count it as an eviction for memory
+        stops = [e for e in env.events("model_state") if e["state"] == "stopping"]
+        assert [(e["model"], e.get("reason")) for e in stops] == [("b", "memory")]
 
 
 def with_sleep(config: Config, *models: str, sleep_memory: int = 0) -> Config:
