@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +61,25 @@ def _stage(browser: Browser, daemon: UIDaemon, http: httpx.Client) -> None:
     _chat(browser, "demo-chat", "And now tell me about trio.")
 
 
+def _stream_in_background(http: httpx.Client) -> threading.Thread:
+    """A long streamed chat, so the Activity view has a request in flight."""
+    body = {
+        "model": "demo-chat",
+        "stream": True,
+        "max_tokens": 240,
+        "messages": [{"role": "user", "content": "A long answer, please."}],
+    }
+
+    def run() -> None:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            for _ in response.iter_bytes():
+                pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "ui")
@@ -90,12 +110,21 @@ def main() -> int:
                             browser.wait(
                                 lambda d: "listening" in d.find_element(By.ID, "logs-out").text
                             )
+                        streaming = None
                         if view == "activity":
+                            streaming = _stream_in_background(http)
                             browser.wait(
-                                lambda d: d.find_elements(By.CSS_SELECTOR, "#activity-table tr")
+                                lambda d: d.execute_script(
+                                    "const c = document.querySelector("
+                                    "'#inflight-table td[data-label=Chunks]');"
+                                    "return c && /\\d/.test(c.textContent);"
+                                ),
+                                30,
                             )
                         browser.js("document.activeElement && document.activeElement.blur()")
                         browser.screenshot(args.out / f"{view}-{scheme}.png")
+                        if streaming is not None:
+                            streaming.join(30)
                 browser.set_dark(False)
                 browser.set_size(390, 844)
                 browser.driver.find_element(By.CSS_SELECTOR, "a[data-view='models']").click()

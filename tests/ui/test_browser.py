@@ -5,6 +5,7 @@ Every wait is on a condition (WebDriverWait), never a sleep. The page is reloade
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -178,24 +179,39 @@ def test_stop_aborts_the_stream_and_cancels_it_upstream(
     assert page.driver.find_element(By.ID, "pg-send").is_displayed()
 
 
-def _history_available(http: httpx.Client) -> bool:
-    return http.get("/api/activity").status_code == 200
-
-
-def test_requests_appear_in_activity_with_status_and_tokens(
+def test_requests_appear_in_activity_live_and_in_the_history(
     page: Browser, daemon: UIDaemon, http: httpx.Client
 ) -> None:
     body = {"model": "demo-embed", "input": "earlier"}
     assert http.post("/v1/embeddings", json=body).status_code == 200
-    history = _history_available(http)
     open_view(page, daemon.url, "activity")
     table = page.driver.find_element(By.ID, "activity-table")
-    if history:
-        # made before the page opened: only the history (/api/activity) knows it
-        page.wait(lambda d: table.find_elements(By.CSS_SELECTOR, "tr[data-model='demo-embed']"))
-    else:
-        # a daemon without /api/activity: the page says so and shows the live rows only
-        page.wait(lambda d: d.find_element(By.ID, "history-note").is_displayed())
+    # made before the page opened: only the history (/api/activity) knows it
+    page.wait(lambda d: table.find_elements(By.CSS_SELECTOR, "tr[data-model='demo-embed']"))
+
+    # a streamed request shows in flight while it runs (request_start, request_progress)
+    stream_body = {
+        "model": "demo-chat",
+        "stream": True,
+        "max_tokens": 120,
+        "messages": [{"role": "user", "content": "a long one"}],
+    }
+    done = threading.Event()
+
+    def stream() -> None:
+        with http.stream("POST", "/v1/chat/completions", json=stream_body) as response:
+            for _ in response.iter_bytes():
+                pass
+        done.set()
+
+    thread = threading.Thread(target=stream, daemon=True)
+    thread.start()
+    running = "#inflight-table tr[data-model='demo-chat']"
+    page.wait(lambda d: d.find_elements(By.CSS_SELECTOR, running), 30)
+    thread.join(60)
+    assert done.is_set()
+    page.wait(lambda d: not d.find_elements(By.CSS_SELECTOR, running), 30)
+
     chat_body = {"model": "demo-coder", "messages": [{"role": "user", "content": "hi"}]}
     assert http.post("/v1/chat/completions", json=chat_body).status_code == 200
     ok_row = "tr[data-model='demo-coder'][data-status='200']"
@@ -204,10 +220,12 @@ def test_requests_appear_in_activity_with_status_and_tokens(
     assert cells["Path"] == "/v1/chat/completions"
     assert "→" in cells["Tokens"]  # prompt → completion tokens
     assert cells["Tok/s"] != "—"
+    assert cells["Queue"] != "—"
     # a failed request is listed too, marked as failed
     assert http.get("/upstream/demo-coder/no-such-page").status_code == 404
     failed_row = "tr.failed[data-model='demo-coder'][data-status='404']"
     page.wait(lambda d: table.find_elements(By.CSS_SELECTOR, failed_row), 30)
+    assert not page.driver.find_element(By.ID, "history-note").is_displayed()
 
 
 def test_logs_show_a_models_output_live(
