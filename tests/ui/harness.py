@@ -65,7 +65,7 @@ def find_chromium() -> tuple[str, str] | str:
     return browser, driver
 
 
-def demo_config(*, extra: str = "", load_seconds: float = 0.6) -> str:
+def demo_config(*, extra: str = "", load_seconds: float = 0.6, loading_state: bool = True) -> str:
     """Three demo models (two that swap, one that stays), as in config/demo.toml."""
     python = shlex.quote(sys.executable)
     demo = f"{python} -m llama_swap_trio demo-upstream --port ${{PORT}} --model-id ${{MODEL_ID}}"
@@ -73,7 +73,7 @@ def demo_config(*, extra: str = "", load_seconds: float = 0.6) -> str:
 health_check_timeout = 30
 start_port = {free_port()}
 global_ttl = 600
-send_loading_state = true
+send_loading_state = {"true" if loading_state else "false"}
 {extra}
 
 [models.demo-chat]
@@ -108,7 +108,7 @@ persistent = true
 class UIDaemon:
     """The daemon as a subprocess in its own process group."""
 
-    def __init__(self, config_text: str, workdir: Path) -> None:
+    def __init__(self, config_text: str, workdir: Path, *, listen: str = "127.0.0.1:0") -> None:
         self.config_path = workdir / "config.toml"
         self.config_path.write_text(config_text)
         self.lines: list[str] = []
@@ -123,7 +123,7 @@ class UIDaemon:
                 "--config",
                 str(self.config_path),
                 "--listen",
-                "127.0.0.1:0",
+                listen,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

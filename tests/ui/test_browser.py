@@ -5,6 +5,7 @@ Every wait is on a condition (WebDriverWait), never a sleep. The page is reloade
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
+from tests.fakes import free_port
 from tests.ui.conftest import OPTIONAL_ENDPOINTS
 from tests.ui.harness import Browser, UIDaemon, demo_config
 
@@ -302,9 +304,9 @@ def test_keyboard_reaches_the_views_and_the_buttons(page: Browser, daemon: UIDae
 
 @pytest.fixture(scope="module")
 def keyed_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIDaemon]:
-    instance = UIDaemon(
-        demo_config(extra='api_keys = ["right-key-123"]'), tmp_path_factory.mktemp("keyed")
-    )
+    # without send_loading_state: the Playground shows the loading from the feed instead
+    config = demo_config(extra='api_keys = ["right-key-123"]', loading_state=False)
+    instance = UIDaemon(config, tmp_path_factory.mktemp("keyed"))
     try:
         yield instance
     finally:
@@ -344,3 +346,73 @@ def test_api_key_prompt_refuses_a_wrong_key_and_takes_the_right_one(
     assert not errors, errors
     for entry in page.console():
         assert "right-key-123" not in entry.get("message", "")
+
+
+def test_with_a_key_the_playground_chats_and_shows_the_load_from_the_feed(
+    browser: Browser, keyed_daemon: UIDaemon
+) -> None:
+    page = browser
+    page.console()
+    headers = {"authorization": "Bearer right-key-123"}
+    assert httpx.post(f"{keyed_daemon.url}/api/models/unload", headers=headers).status_code == 200
+    page.driver.get("about:blank")
+    page.driver.get(f"{keyed_daemon.url}/ui/#/playground")  # the key is kept for the session
+    page.wait(lambda d: "live" in d.find_element(By.ID, "conn").get_attribute("class"))
+    page.wait(lambda d: len(Select(d.find_element(By.ID, "pg-model")).options) >= len(MODELS))
+    chat(page, "demo-chat", "hello")
+    page.wait(
+        lambda d: "Loading demo-chat (starting)" in (last_answer(page) or {}).get("loading", "")
+    )
+    page.wait(lambda d: (last_answer(page) or {}).get("done") == "ok", 30)
+    assert "demo-chat" in last_answer(page)["text"]
+    assert not page.console_errors(allowed=OPTIONAL_ENDPOINTS)
+
+
+def test_a_changed_key_brings_the_prompt_back(browser: Browser, keyed_daemon: UIDaemon) -> None:
+    page = browser
+    page.driver.get("about:blank")
+    page.driver.get(f"{keyed_daemon.url}/ui/#/models")
+    page.wait(lambda d: "live" in d.find_element(By.ID, "conn").get_attribute("class"))
+    page.console()
+    # when the config's key changes (a reload cuts the feed of clients with the old key)
+    config = keyed_daemon.config_path.read_text().replace("right-key-123", "new-key-456")
+    keyed_daemon.config_path.write_text(config)
+    keyed_daemon.process.send_signal(signal.SIGHUP)
+    # then the page reconnects, finds its key refused and asks again
+    dialog = page.driver.find_element(By.ID, "key-dialog")
+    page.wait(lambda d: dialog.is_displayed(), 30)
+    assert "no longer accepts" in dialog.text
+    key = page.driver.find_element(By.ID, "key-input")
+    key.send_keys("new-key-456")
+    key.send_keys(Keys.ENTER)
+    page.wait(lambda d: not dialog.is_displayed())
+    page.wait(lambda d: "live" in d.find_element(By.ID, "conn").get_attribute("class"))
+    page.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.card")) == len(MODELS))
+    assert not page.console_errors(allowed=(*OPTIONAL_ENDPOINTS, "/v1/models"))
+
+
+def test_the_page_reconnects_by_itself_when_the_daemon_comes_back(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("restart")
+    first = UIDaemon(demo_config(), workdir, listen=f"127.0.0.1:{port}")
+    page = browser
+    try:
+        page.driver.get("about:blank")
+        page.driver.get(f"{first.url}/ui/#/models")
+        page.wait(lambda d: "live" in d.find_element(By.ID, "conn").get_attribute("class"))
+    finally:
+        first.stop()
+    page.wait(lambda d: "retry" in d.find_element(By.ID, "conn").get_attribute("class"), 30)
+    second = UIDaemon(demo_config(), workdir, listen=f"127.0.0.1:{port}")
+    try:
+        assert httpx.post(f"{second.url}/api/models/load/demo-embed").status_code == 200
+        # no reload of the page: the feed reconnects and shows the new daemon's state
+        page.wait(lambda d: "live" in d.find_element(By.ID, "conn").get_attribute("class"), 30)
+        page.wait(lambda d: card_state(page, "demo-embed") == "ready", 30)
+        # while the daemon was away, only the browser's own connection-refused notices
+        errors = [e for e in page.console() if e.get("level") == "SEVERE"]
+        assert all(e.get("source") == "network" for e in errors), errors
+    finally:
+        second.stop()
