@@ -213,7 +213,9 @@ async def serve(
     )
 
     async with open_process_guard(state_file_path(config.path)) as guard:
-        shared = Shared(bus, guard, proxy_logs, LogBuffer(), {}, graceful.is_set, observe)
+        shared = Shared(
+            bus, guard, proxy_logs, LogBuffer(), {}, graceful.is_set, observe, listen_host=host
+        )
         async with trio.open_nursery() as root:
             # progress ticks and the activity writer; last to stop, so the last requests are kept
             await root.start(observe.run)

@@ -78,6 +78,8 @@ class Shared:
     observe: Observability = attrs.field(
         default=attrs.Factory(lambda self: Observability(self.bus), takes_self=True)
     )
+    #: the host the daemon listens on (the app's Host rule); None when no daemon listens
+    listen_host: str | None = None
 
 
 class _Notices:
@@ -199,6 +201,7 @@ class Generation:
                     upstream_logs={"": shared.upstream_logs, **shared.model_logs},
                     shutting_down=shared.shutting_down,
                     observe=shared.observe,
+                    listen_host=shared.listen_host,
                 )
                 task_status.started()
 

@@ -156,6 +156,17 @@ class ActivityConfig:
 
 
 @attrs.frozen
+class ServerConfig:
+    """``[server]`` (SPEC 6.1): how the daemon meets its clients."""
+
+    #: browser origins allowed besides the loopback ones and the daemon's own (normalised:
+    #: lower case, no default port, no trailing ``/``); ``"*"`` allows every origin
+    cors_origins: tuple[str, ...] = ()
+    #: ``Host`` names accepted besides loopback names and the listen address (lower case)
+    allowed_hosts: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class Config:
     #: the file this was loaded from (for messages and the state file location)
     path: str
@@ -179,6 +190,7 @@ class Config:
     activity: ActivityConfig = ActivityConfig()
     #: ``[resources] gpu_memory`` in bytes; None = no memory budget
     gpu_memory: int | None = None
+    server: ServerConfig = attrs.field(factory=ServerConfig)
 
     def resolve(self, name: str) -> ModelConfig | None:
         """The model a request names, by id then by alias; None when unknown."""

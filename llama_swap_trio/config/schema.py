@@ -140,6 +140,14 @@ class RawResources:
 
 
 @attrs.frozen
+class RawServer:
+    """``[server]`` (SPEC 6.1)."""
+
+    cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class RawConfig:
     """The top level, without ``models`` and ``routing``: those are structured separately (one
     model at a time) so that a typo in one place does not hide problems in another."""
@@ -158,6 +166,7 @@ class RawConfig:
     upstream: RawUpstream = attrs.field(factory=RawUpstream)
     activity: RawActivity = attrs.field(factory=RawActivity)
     resources: RawResources = attrs.field(factory=RawResources)
+    server: RawServer = attrs.field(factory=RawServer)
     # Structured on their own (see the class docstring); declared so they count as known keys.
     models: dict[str, object] = attrs.field(factory=dict)
     routing: dict[str, object] = attrs.field(factory=dict)
@@ -371,12 +380,20 @@ def structure(value: object, cl: type[_T]) -> tuple[_T | None, list[tuple[KeyPat
 
     When some keys of a table are wrong (unknown, mistyped), the rest is still typed, with
     defaults for the wrong ones, so later checks can report the problems of the other keys in
-    the same run. None when even that fails (e.g. a required key is missing).
+    the same run. A wrong key inside a nested table (``server.head_timeout``) is left out of that
+    table only, so its neighbours (``server.cors_origins``) are still checked. None when even
+    that fails (e.g. a required key is missing).
     """
     try:
         return CONVERTER.structure(value, cl), []
     except Exception as exc:  # every structuring failure becomes a problem line
         problems = flatten_error(exc)
+    pruned = _without(value, [key_path for key_path, _ in problems])
+    if pruned is not None:
+        try:
+            return CONVERTER.structure(pruned, cl), problems
+        except Exception:  # a required key is among them: fall back to whole top-level keys
+            pass
     if isinstance(value, dict):
         wrong = {key_path[0] for key_path, _ in problems if key_path}
         rest = {key: item for key, item in value.items() if key not in wrong}
@@ -386,3 +403,32 @@ def structure(value: object, cl: type[_T]) -> tuple[_T | None, list[tuple[KeyPat
             except Exception:  # still wrong without them: report what the first pass found
                 pass
     return None, problems
+
+
+def _without(value: object, key_paths: list[KeyPath]) -> object | None:
+    """A copy of ``value`` without the table keys that ``key_paths`` point into.
+
+    Each path is cut before its first array index (an array is dropped whole, so the positions
+    that later checks name stay those of the file). None when a path names no table key.
+    """
+    if not isinstance(value, dict):
+        return None
+    pruned: dict[str, object] = dict(value)
+    for key_path in key_paths:
+        keys: list[str] = []
+        for part in key_path:
+            if not isinstance(part, str):
+                break
+            keys.append(part)
+        if not keys:
+            return None
+        node = pruned
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                break
+            node[key] = child = dict(child)  # copied: the document stays as it was
+            node = child
+        else:
+            node.pop(keys[-1], None)
+    return pruned

@@ -19,6 +19,7 @@ import attrs
 
 from llama_swap_trio.config import memory as mem
 from llama_swap_trio.config import model as m
+from llama_swap_trio.config.browser import check_allowed_hosts, check_cors_origins
 from llama_swap_trio.config.cmdline import split_command
 from llama_swap_trio.config.matrix_dsl import build_matrix
 from llama_swap_trio.config.problems import KeyPath, Problems
@@ -338,10 +339,15 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
     }
     preload: tuple[str, ...] = ()
     ignore: tuple[re.Pattern[str], ...] = ()
+    server = m.ServerConfig()
     if top is not None:
         checker.top(top)
         preload = checker.preload(top)
         ignore = checker.ignore_paths(top)
+        server = m.ServerConfig(
+            cors_origins=check_cors_origins(problems, top.server.cors_origins),
+            allowed_hosts=check_allowed_hosts(problems, top.server.allowed_hosts),
+        )
     routing = group_of = priority = None
     if typed.routing is not None:
         routing, group_of, priority = checker.routing(typed.routing)
@@ -412,6 +418,7 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
         ignore_paths=ignore,
         activity=_activity(typed.path, top),
         gpu_memory=budget,
+        server=server,
     )
 
 

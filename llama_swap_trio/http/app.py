@@ -3,24 +3,26 @@
 Plain ASGI with a small routing table, no framework (research python-stack 1.7: a framework costs
 20-30 % and hides the disconnect handling). A request goes, in order:
 
-1. ``OPTIONS`` on any path: 204 with CORS headers, no key (as llama-swap);
-2. ``/health``: 200 ``OK``, no key; ``/`` and ``/ui/...``: the web UI's static files, no key;
-3. the API key check (SPEC 3.6);
-4. the route: exact paths in a table, then the prefix routes (``/upstream/``,
+1. the browser rules (:mod:`.browser_safety`): a foreign ``Origin`` gets 403, a ``Host`` that
+   is not served while on loopback only gets 421;
+2. ``OPTIONS`` on any path: 204 with CORS headers, no key (as llama-swap);
+3. ``/health``: 200 ``OK``, no key; ``/`` and ``/ui/...``: the web UI's static files, no key;
+4. the API key check (SPEC 3.6);
+5. the route: exact paths in a table, then the prefix routes (``/upstream/``,
    ``/api/models/unload/``, ``/api/models/load/``, ``/logs/stream/``); else 404 ``not_found``.
    A known path with a method it does not serve gets **405** ``method_not_allowed`` with
    ``Allow`` (clearer than llama-swap's 404-or-405 depending on the route).
 
 A :class:`~llama_swap_trio.errors.ProxyError` raised before the response head is rendered with
 its status and headers; handlers never raise one after their head (the forwarding engine keeps the
-same contract). A request with an ``Origin`` gets ``access-control-allow-origin`` on its response.
+same contract). A request with an allowed ``Origin`` gets ``access-control-allow-origin`` on its
+response.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -36,6 +38,7 @@ from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.feed.logs import Redactor
 from llama_swap_trio.http.asgi import ASGIApp, Receive, Scope, Send, answer_lifespan
 from llama_swap_trio.http.auth import is_authorized
+from llama_swap_trio.http.browser_safety import BrowserSafety, send_preflight, with_allow_origin
 from llama_swap_trio.http.debug import DEBUG_PATH, debug_enabled, debug_state
 from llama_swap_trio.http.errors import send_bytes, send_error, send_json, send_text
 from llama_swap_trio.http.events import handle_events
@@ -55,7 +58,6 @@ from llama_swap_trio.http.request import (
     ClientDisconnected,
     UpstreamTarget,
     extract_model,
-    header,
     match_upstream,
     read_body,
 )
@@ -105,10 +107,6 @@ LOADING_STATE_PATH = "/v1/chat/completions"
 UNLOAD_PREFIX = "/api/models/unload/"
 LOAD_PREFIX = "/api/models/load/"
 
-_CORS_METHODS = b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
-_CORS_DEFAULT_HEADERS = b"Content-Type, Authorization, Accept, X-Requested-With"
-_HEADER_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-
 
 def method_not_allowed(method: str, path: str, allowed: str) -> ProxyError:
     return ProxyError(
@@ -130,6 +128,7 @@ def create_app(
     upstream_logs: Mapping[str, LogBuffer],
     shutting_down: Callable[[], bool],
     observe: Observability | None = None,
+    listen_host: str | None = None,
 ) -> ASGIApp:
     """The daemon's ASGI application.
 
@@ -141,6 +140,8 @@ def create_app(
         proxy_logs, upstream_logs: the proxy's log and each model's output (by model id).
         shutting_down: true once the daemon is stopping; new model requests then get 503.
         observe: the daemon's request tracker, metrics and history (default: a fresh one).
+        listen_host: the host the daemon listens on (the ``Host`` rule of
+            :mod:`.browser_safety`); None leaves that rule off.
     """
     if observe is None:
         observe = Observability(bus, lambda: router.snapshot())
@@ -152,6 +153,7 @@ def create_app(
         LogViews(config, proxy_logs, upstream_logs),
         shutting_down,
         observe,
+        listen_host,
     )
 
 
@@ -165,6 +167,7 @@ class App:
         logs: LogViews,
         shutting_down: Callable[[], bool],
         observe: Observability,
+        listen_host: str | None = None,
     ) -> None:
         self.config = config
         self.router = router
@@ -176,6 +179,7 @@ class App:
         self._views = ObserveViews(config, observe)
         self._redact = Redactor(config.api_keys)
         self._keys = tuple(key.encode() for key in config.api_keys)
+        self._browser = BrowserSafety(config.server, listen_host)
         model = self._model_request
         self._routes: dict[str, tuple[frozenset[str], Handler]] = {
             path: (frozenset({"POST"}), model) for path in MODEL_POST_PATHS
@@ -238,12 +242,15 @@ class App:
         if ambiguous is not None:
             await send_error(scope, send, ambiguous)
             return
-        if method == "OPTIONS":
-            await _preflight(scope, send)
+        refused, origin = self._browser.refusal(scope)
+        if refused is not None:
+            await send_error(scope, send, refused)
             return
-        origin = header(scope, b"origin")
+        if method == "OPTIONS":
+            await send_preflight(scope, send, origin)
+            return
         if origin is not None:
-            send = _with_allow_origin(send, origin)
+            send = with_allow_origin(send, origin)
         try:
             if path == "/health":
                 if method not in ("GET", "HEAD"):
@@ -439,6 +446,9 @@ class App:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         try:
+            refused, _ = self._browser.refusal(scope)
+            if refused is not None:
+                raise refused
             if self._keys:
                 if not is_authorized(scope, self._keys):
                     raise errors.unauthorized()
@@ -553,46 +563,11 @@ class App:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-async def _preflight(scope: Scope, send: Send) -> None:
-    """A CORS preflight answer, on any path, without a key (as llama-swap)."""
-    origin = header(scope, b"origin") or b"*"
-    requested = header(scope, b"access-control-request-headers")
-    allow_headers = _CORS_DEFAULT_HEADERS
-    if requested is not None:
-        names = [name.strip() for name in requested.split(b",")]
-        valid = [name for name in names if _HEADER_TOKEN.match(name)]
-        if valid:
-            allow_headers = b", ".join(valid)
-    headers = [
-        (b"access-control-allow-origin", origin),
-        (b"access-control-allow-methods", _CORS_METHODS),
-        (b"access-control-allow-headers", allow_headers),
-        (b"access-control-max-age", b"86400"),
-    ]
-    if origin != b"*":
-        headers.append((b"vary", b"Origin"))
-    await send_bytes(send, 204, b"", None, headers)
-
-
 def _query_flag(scope: Scope, name: str) -> bool:
     """``?name=true`` (or ``1``) in the query string."""
     query: bytes = scope.get("query_string", b"")
     values = parse_qs(query.decode("latin-1")).get(name, [])
     return any(value.lower() in ("true", "1") for value in values)
-
-
-def _with_allow_origin(send: Send, origin: bytes) -> Send:
-    """``send`` that adds ``access-control-allow-origin: <origin>`` to the response head."""
-
-    async def send_with_origin(message: Any) -> None:
-        if message["type"] == "http.response.start":
-            headers = list(message.get("headers", ()))
-            if not any(name.lower() == b"access-control-allow-origin" for name, _ in headers):
-                headers.append((b"access-control-allow-origin", origin))
-                message = {**message, "headers": headers}
-        await send(message)
-
-    return send_with_origin
 
 
 async def _deny_websocket(scope: Scope, send: Send, error: ProxyError) -> None:

@@ -421,6 +421,8 @@ def test_several_problems_are_reported_in_one_load() -> None:
         "config.toml: models.m.chek_endpoint: unknown key (did you mean 'check_endpoint'?)",
         "config.toml: routing.groups.g.exclusiv: unknown key (did you mean 'exclusive'?)",
         "config.toml: log_level: must be one of 'debug', 'info', 'warn', 'error', got 'loud'",
+        # the misspelt key of group g no longer hides the problem of its members
+        "config.toml: routing.groups.g.members[0]: unknown model 'zz'",
         "config.toml: routing.priority.q: unknown model or alias 'q'",
     ]
 

@@ -231,6 +231,8 @@ class Daemonish:
     proxy_logs: LogBuffer = attrs.field(factory=LogBuffer)
     upstream_logs: Mapping[str, LogBuffer] = attrs.field(factory=dict)
     stopping: bool = False
+    #: the harness serves on 127.0.0.1, so the app's Host rule is on, as in the daemon
+    listen_host: str | None = "127.0.0.1"
 
     def shutting_down(self) -> bool:
         return self.stopping
@@ -282,6 +284,7 @@ async def harness(
         proxy_logs=kit.proxy_logs,
         upstream_logs=kit.upstream_logs,
         shutting_down=kit.shutting_down,
+        listen_host=kit.listen_host,
     )
     async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
         yield Harness(url, client, router, forward, kit)

@@ -19,22 +19,23 @@ def ws_url(base: str, path: str) -> str:
     return "ws://" + base.removeprefix("http://") + path
 
 
-async def send_handshake(base: str, path: str) -> trio.SocketStream:
-    """A raw connection that has sent a websocket handshake for ``path``."""
+async def send_handshake(base: str, path: str, headers: str = "") -> trio.SocketStream:
+    """A raw connection that has sent a websocket handshake for ``path`` (plus ``headers``,
+    each line ending in CRLF)."""
     host, port = base.removeprefix("http://").split(":")
     stream = await trio.open_tcp_stream(host, int(port))
     await stream.send_all(
-        f"GET {path} HTTP/1.1\r\nhost: {host}\r\nupgrade: websocket\r\n"
+        f"GET {path} HTTP/1.1\r\nhost: {host}\r\n{headers}upgrade: websocket\r\n"
         "connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         "sec-websocket-version: 13\r\n\r\n".encode()
     )
     return stream
 
 
-async def handshake_status(base: str, path: str) -> int:
+async def handshake_status(base: str, path: str, headers: str = "") -> int:
     """The status a websocket handshake gets (raw: trio-websocket's ConnectionRejected path
     leaves its socket unclosed, which ``filterwarnings = error`` turns into failures)."""
-    stream = await send_handshake(base, path)
+    stream = await send_handshake(base, path, headers)
     async with stream:
         received = b""
         with trio.fail_after(5):

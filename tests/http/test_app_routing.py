@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 
+from llama_swap_trio.config.model import ServerConfig
 from llama_swap_trio.feed.bus import EventBus, Subscription
 from llama_swap_trio.http import app as app_module
 from llama_swap_trio.http.forward import ForwardResult
@@ -230,12 +231,13 @@ async def test_options_anywhere_is_a_cors_preflight(monkeypatch: pytest.MonkeyPa
         response = await h.client.options(
             "/anything/at/all",
             headers={
-                "origin": "http://ui.example",
+                "origin": "http://localhost:5173",
                 "access-control-request-headers": "X-Custom, Authorization, bad header",
             },
         )
         assert response.status_code == 204
-        assert response.headers["access-control-allow-origin"] == "http://ui.example"
+        assert response.headers["access-control-allow-origin"] == "http://localhost:5173"
+        assert response.headers["vary"] == "Origin"
         assert "POST" in response.headers["access-control-allow-methods"]
         assert response.headers["access-control-allow-headers"] == "X-Custom, Authorization"
         assert response.headers["access-control-max-age"] == "86400"
@@ -244,8 +246,11 @@ async def test_options_anywhere_is_a_cors_preflight(monkeypatch: pytest.MonkeyPa
         assert "Content-Type" in bare.headers["access-control-allow-headers"]
 
 
-async def test_requests_with_an_origin_get_allow_origin(monkeypatch: pytest.MonkeyPatch) -> None:
-    async with harness(config(model("q")), monkeypatch) as h:
+async def test_requests_with_an_allowed_origin_get_allow_origin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = config(model("q"), server=ServerConfig(cors_origins=("http://ui.example",)))
+    async with harness(cfg, monkeypatch) as h:
         origin = {"origin": "http://ui.example"}
         models = await h.client.get("/v1/models", headers=origin)
         assert models.headers["access-control-allow-origin"] == "http://ui.example"
