@@ -36,6 +36,9 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="llama-swap-trio",
         description="One daemon and one TOML file in front of your local model servers.",
     )
+    from llama_swap_trio import __version__
+
+    parser.add_argument("--version", action="version", version=f"llama-swap-trio {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add_serve_options(p: argparse.ArgumentParser, *, sub: bool) -> None:

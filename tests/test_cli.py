@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import openai
@@ -139,3 +140,9 @@ async def test_demo_upstream_command_serves_the_openai_sdk() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_version_prints_the_package_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"llama-swap-trio {version('llama-swap-trio')}\n"

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, unquote
 
 import trio
 
-from llama_swap_trio import errors
+from llama_swap_trio import __version__, errors
 from llama_swap_trio.config.model import Config, ModelConfig
 from llama_swap_trio.edge.disconnect import watching
 from llama_swap_trio.errors import ProxyError
@@ -83,6 +83,11 @@ MODEL_POST_PATHS = frozenset(
         "/v1/completions",
         "/v1/responses",
         "/v1/embeddings",
+        # SPEC 6.1: the forms without /v1 that llama-server also accepts (an SDK whose base URL
+        # lacks /v1); forwarded with the path as the client sent it, as llama-swap's /v/...
+        "/chat/completions",
+        "/completions",
+        "/embeddings",
         "/v1/rerank",
         "/v1/reranking",
         "/rerank",
@@ -103,7 +108,7 @@ MODEL_POST_PATHS = frozenset(
 #: SPEC 3.1: GET endpoints whose model is ``?model=``
 MODEL_GET_PATHS = frozenset({"/props", "/v1/audio/voices", "/sdapi/v1/loras"})
 
-LOADING_STATE_PATH = "/v1/chat/completions"
+LOADING_STATE_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 UNLOAD_PREFIX = "/api/models/unload/"
 LOAD_PREFIX = "/api/models/load/"
 
@@ -192,6 +197,7 @@ class App:
                 "/models": (get, self._models),
                 "/running": (get, self._running),
                 "/api/models/unload": (frozenset({"POST"}), self._unload_all),
+                "/api/version": (get, self._version),
                 "/logs": (get, self._logs),
                 "/logs/stream": (get, self._log_stream),
                 "/api/events": (get, self._events),
@@ -304,7 +310,7 @@ class App:
         if (
             model.send_loading_state
             and parsed.stream
-            and path == LOADING_STATE_PATH
+            and path in LOADING_STATE_PATHS
             and self.router.upstream(model.id).state != UpstreamState.READY
         ):
             result = await serve_with_loading_state(
@@ -505,6 +511,9 @@ class App:
             raise failure
 
     # -- management --------------------------------------------------------------------------------
+
+    async def _version(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, {"version": __version__})
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = models_list(self.config, self.router.snapshot(), int(time.time()))

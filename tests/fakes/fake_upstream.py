@@ -59,7 +59,8 @@ Endpoints:
 - ``GET /slow?chunks=N&interval=S&pad=P``: plain-text chunked stream of N lines ``chunk i``,
   each padded with P ``x`` characters (default 0), for big streams.
 - ``GET /ws``: websocket echo of text and binary messages (answers pings, echoes close).
-- ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` and ANY other method and
+- ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` (also without ``/v1``,
+  as llama-server) and ANY other method and
   path: a JSON echo ``{"model", "served_by", "path" (raw, percent-encoding kept), "query", "method",
   "headers" (lowercased; repeats joined with ", "), "body" (parsed JSON, else text), "body_bytes",
   "env"}``. Chat adds ``id, object, created, choices[0].message, usage, timings``; completions add
@@ -380,10 +381,12 @@ class Conn:
             "predicted_ms": 10.0 * tokens,
             "predicted_per_second": 100.0,
         }
-        kind = {"/v1/completions": "text_completion", "/completion": "text_completion"}.get(
-            path, "chat.completion"
-        )
-        if path == "/v1/embeddings":
+        kind = {
+            "/v1/completions": "text_completion",
+            "/completions": "text_completion",
+            "/completion": "text_completion",
+        }.get(path, "chat.completion")
+        if path in ("/v1/embeddings", "/embeddings"):
             answer.update(
                 object="list",
                 data=[{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
