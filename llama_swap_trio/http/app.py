@@ -313,18 +313,22 @@ class App:
             and path in LOADING_STATE_PATHS
             and self.router.upstream(model.id).state != UpstreamState.READY
         ):
-            result = await serve_with_loading_state(
-                rewritten.scope,
-                receive,
-                send,
-                router=self.router,
-                model=model,
-                requested_name=parsed.model,
-                body=rewritten.body,
-                pool=self.pool,
-                target=rewritten.target,
-                life=life,
-            )
+            try:
+                result = await serve_with_loading_state(
+                    rewritten.scope,
+                    receive,
+                    send,
+                    router=self.router,
+                    model=model,
+                    requested_name=parsed.model,
+                    body=rewritten.body,
+                    pool=self.pool,
+                    target=rewritten.target,
+                    life=life,
+                )
+            except ProxyError as refused:  # before any stream (429, 503): answered plainly
+                self.observe.tracker.finish(life, refused.status, error=refused.code)
+                raise
             self._finish(life, result)
             return
         await self._forward(

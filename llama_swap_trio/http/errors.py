@@ -32,7 +32,8 @@ def wants_text(scope: Scope) -> bool:
 def error_bytes(error: ProxyError, *, as_text: bool = False) -> tuple[bytes, bytes]:
     """``(content type, body)`` of ``error``."""
     if as_text:
-        return TEXT_TYPE, f"{SOURCE}: {error.message}\n".encode()
+        # a message may quote what the client sent, lone surrogates included (valid in JSON)
+        return TEXT_TYPE, f"{SOURCE}: {error.message}\n".encode("utf-8", "backslashreplace")
     return JSON_TYPE, json.dumps(error.body()).encode()
 
 

@@ -1,10 +1,15 @@
 """The loading-state stream (SPEC 3.4; llama-swap-features 3.7).
 
 A streaming chat completion for a model that is not ready gets its 200 ``text/event-stream`` head
-at once; while the router loads the model, progress is sent as OpenAI chunks whose delta is
-``reasoning_content`` (clients show it as "thinking"), then the upstream's own stream continues in
-the same response. A failed load ends the stream with ``data: {"error": ...}`` and
-``data: [DONE]``.
+as soon as the router has taken the request in (its first progress notice: queued or loading;
+at the latest after one :data:`TICK`); while the router loads the model, progress is sent as
+OpenAI chunks whose delta is ``reasoning_content`` (clients show it as "thinking"), then the
+upstream's own stream continues in the same response. A failed load ends the stream with
+``data: {"error": ...}`` and ``data: [DONE]``.
+
+A request the router refuses outright (429 ``concurrency_limit``, 503 ``shutting_down``) is
+refused before any progress, so it gets that plain error, ``Retry-After`` and all, before any
+stream (SPEC 3.3/3.4): :func:`serve_with_loading_state` raises it for the app to answer.
 
 Tasks: a disconnect watcher (cancels the wait, so the router drops the request from its queue)
 and a reporter that is the *only* writer while the wait lasts. When the grant arrives the reporter
@@ -74,6 +79,8 @@ class _Reporter:
         self._progress_in, self._progress_out = trio.open_memory_channel[Progress](PROGRESS_BUFFER)
         self._stopped = trio.Event()
         self._last_position = 0
+        #: whether the 200 SSE head went out (after it, errors can only be stream events)
+        self.head_sent = False
 
     def on_progress(self, progress: Progress) -> None:
         """Called synchronously by the router: never blocks, drops notices when full."""
@@ -98,16 +105,36 @@ class _Reporter:
         data = b"data: " + json.dumps(chunk).encode() + b"\n\n"
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
-    async def run(self) -> None:
-        """Emit progress notices and the elapsed time until :meth:`finish` is called.
+    async def send_head(self) -> None:
+        """The 200 SSE head and the first progress line, once."""
+        if self.head_sent:
+            return
+        self.head_sent = True
+        await self._send(
+            {"type": "http.response.start", "status": 200, "headers": SSE_HEAD_HEADERS}
+        )
+        await self.emit(f"Loading model {self._requested}...\n")
 
-        Sends happen outside the timeout scopes: a deadline never cuts a chunk short.
+    async def run(self) -> None:
+        """Emit the head, progress notices and the elapsed time until :meth:`finish` is called.
+
+        The head waits for the router's first notice (a refusal comes without one), or one
+        :data:`TICK` at most. Sends happen outside the timeout scopes: a deadline never cuts a
+        chunk short.
         """
         try:
-            await self.emit(f"Loading model {self._requested}...\n")
+            progress: Progress | None = None
+            with trio.move_on_at(self.start + TICK):
+                try:
+                    progress = await self._progress_out.receive()
+                except trio.EndOfChannel:
+                    return  # finish() was called: granted or refused before any notice
+            await self.send_head()
+            if progress is not None and (text := self._describe(progress)):
+                await self.emit(text)
             ticks = 1
             while True:
-                progress: Progress | None = None
+                progress = None
                 with trio.move_on_at(self.start + ticks * TICK):
                     try:
                         progress = await self._progress_out.receive()
@@ -159,18 +186,21 @@ async def serve_with_loading_state(
 ) -> ForwardResult:
     """Answer a streaming chat completion for a model that is not ready yet (SPEC 3.4).
 
-    Sends the 200 SSE head at once, progress chunks while ``router.serve`` waits, then the
-    upstream's stream in the same response. The caller must not have sent anything yet and must
-    not read ``receive`` concurrently. ``life``, the request's feed record, sees the router's
-    progress and the relay's accounting.
+    Sends the 200 SSE head once the router has taken the request in, progress chunks while
+    ``router.serve`` waits, then the upstream's stream in the same response. The caller must not
+    have sent anything yet and must not read ``receive`` concurrently. ``life``, the request's
+    feed record, sees the router's progress and the relay's accounting.
 
     Returns:
         How it ended. A failed load (or a forwarding error before the upstream answered) gives
         the error's status with ``upstream_failed=True``; the client got the error event. A client
         that left while waiting gives ``CLIENT_CLOSED`` with ``client_disconnected=True``.
+
+    Raises:
+        ProxyError: the router refused the request before the head went out (429, 503); nothing
+            was sent, the caller answers it.
     """
     start = trio.current_time()
-    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEAD_HEADERS})
     reporter = _Reporter(send, model, requested_name, life.on_progress if life else None)
     result: ForwardResult | None = None
     failure: ProxyError | None = None
@@ -184,6 +214,7 @@ async def serve_with_loading_state(
                         # its result); the end of a relayed response also looks like one.
                         watch.release(waiting)
                         await reporter.finish()
+                        await reporter.send_head()
                         await reporter.emit_ready()
                         result = await forward_http(
                             scope,
@@ -201,9 +232,12 @@ async def serve_with_loading_state(
                     failure = exc
                     await reporter.finish()
                     log.info("%s: loading-state request failed: %s", model.id, exc.message)
-                    await send_sse_error_and_done(send, exc.body()["error"])
+                    if reporter.head_sent:
+                        await send_sse_error_and_done(send, exc.body()["error"])
     if result is not None:
         return result
+    if failure is not None and not reporter.head_sent:
+        raise failure
     duration_ms = (trio.current_time() - start) * 1000
     if failure is not None:
         return ForwardResult(

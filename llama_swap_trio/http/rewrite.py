@@ -51,8 +51,7 @@ def rewrite_request(
             changed = True
         changed = apply_filters(obj, model, parsed.model) or changed
         if changed:
-            text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
-            new_body = text.encode()
+            new_body = _dump_json(obj)
     if new_name and parsed.source == "multipart" and parsed.boundary is not None:
         new_body = _replace_multipart_field(body, parsed.boundary, new_name)
     elif new_name and parsed.source == "form":
@@ -64,6 +63,19 @@ def rewrite_request(
     if new_body is None:
         return Rewritten(scope, body, target)
     return Rewritten(with_content_length(scope, len(new_body)), new_body, target)
+
+
+def _dump_json(obj: dict[str, Any]) -> bytes:
+    """``obj`` as compact JSON, non-ASCII text as UTF-8.
+
+    A lone surrogate (``"\\ud800"`` is valid JSON, and ``json.loads`` keeps it) has no UTF-8
+    form; such a body is written with ``\\u`` escapes instead, as the client itself sent it.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":"), default=str).encode()
 
 
 def apply_filters(obj: dict[str, Any], model: ModelConfig, requested: str) -> bool:

@@ -157,7 +157,7 @@ async def test_declared_huge_body_gets_413_without_being_sent(
         stream = await trio.open_tcp_stream(host, int(port))
         async with stream:
             await stream.send_all(
-                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
                 b"content-type: application/json\r\ncontent-length: 200000000\r\n\r\n"
                 b'{"model": "q"'
             )

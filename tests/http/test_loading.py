@@ -15,6 +15,7 @@ from llama_swap_trio import errors
 from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.http import loading
 from llama_swap_trio.http.asgi import Receive, Scope, Send
+from llama_swap_trio.http.errors import send_error
 from llama_swap_trio.http.forward import ForwardResult
 from llama_swap_trio.http.loading import serve_with_loading_state
 from llama_swap_trio.http.pool import ClientPool
@@ -32,6 +33,8 @@ class FakeRouter:
     error: ProxyError | None = None
     cancelled: trio.Event = attrs.field(factory=trio.Event)
     served: int = 0
+    #: raised at once, before any progress (as the router refuses at admission)
+    refusal: ProxyError | None = None
 
     @asynccontextmanager
     async def serve(
@@ -42,6 +45,8 @@ class FakeRouter:
         require_ready: bool = False,
     ) -> AsyncIterator[Grant]:
         assert on_progress is not None
+        if self.refusal is not None:
+            raise self.refusal
         try:
             on_progress(Progress("queued", position=2))
             on_progress(Progress("loading", evict=("other-model",)))
@@ -78,7 +83,13 @@ def loading_app(router: FakeRouter, pool: ClientPool, results: list[ForwardResul
         )
         results.append(result)
 
-    return app
+    async def app_answering_refusals(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        except ProxyError as error:  # what the daemon's app does with a refusal
+            await send_error(scope, send, error)
+
+    return app_answering_refusals
 
 
 @pytest.fixture
@@ -152,6 +163,19 @@ async def test_failed_load_ends_with_an_error_event_and_done(harness: Harness) -
     await wait_results(harness)
     assert harness.results[0].status == 502
     assert harness.results[0].upstream_failed
+
+
+async def test_a_refusal_before_any_progress_is_a_plain_error(harness: Harness) -> None:
+    # given a router that refuses the request outright (over the concurrency limit)
+    harness.router.refusal = errors.concurrency_limit("m1", 1)
+    # when the client streams
+    response = await harness.client.post("/v1/chat/completions", json={"stream": True})
+    # then it gets the plain 429 before any stream
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "concurrency_limit"
+    assert harness.results == []
 
 
 async def test_client_leaving_during_the_wait_cancels_it(harness: Harness) -> None:

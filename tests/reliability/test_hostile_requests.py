@@ -49,7 +49,10 @@ def daemon_url() -> Iterator[str]:
                     break
             assert url, "daemon did not start"
             yield url
-            assert status_of(raw_request(url, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")) == 200
+            assert (
+                status_of(raw_request(url, b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+                == 200
+            )
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -72,7 +75,8 @@ def send(url: str, head: str, body: bytes = b"") -> tuple[int, bytes]:
 def test_content_length_with_transfer_encoding_is_rejected(daemon_url: str) -> None:
     status, body = send(
         daemon_url,
-        "POST /upstream/a/x HTTP/1.1\nHost: x\nContent-Length: 4\nTransfer-Encoding: chunked\n\n",
+        "POST /upstream/a/x HTTP/1.1\nHost: localhost\nContent-Length: 4\n"
+        "Transfer-Encoding: chunked\n\n",
         b"0\r\n\r\n",
     )
     assert status == 400
@@ -80,28 +84,31 @@ def test_content_length_with_transfer_encoding_is_rejected(daemon_url: str) -> N
 
 
 def test_differing_duplicate_content_lengths_are_rejected(daemon_url: str) -> None:
-    head = "POST /upstream/a/x HTTP/1.1\nHost: x\nContent-Length: 2\nContent-Length: 3\n\n"
+    head = "POST /upstream/a/x HTTP/1.1\nHost: localhost\nContent-Length: 2\nContent-Length: 3\n\n"
     assert send(daemon_url, head, b"{}")[0] == 400
 
 
 def test_a_list_valued_content_length_is_rejected(daemon_url: str) -> None:
-    head = "POST /upstream/a/x HTTP/1.1\nHost: x\nContent-Length: 2, 3\n\n"
+    head = "POST /upstream/a/x HTTP/1.1\nHost: localhost\nContent-Length: 2, 3\n\n"
     assert send(daemon_url, head, b"{}")[0] == 400
 
 
 def test_transfer_codings_other_than_chunked_are_refused(daemon_url: str) -> None:
-    head = "POST /upstream/a/x HTTP/1.1\nHost: x\nTransfer-Encoding: gzip, chunked\n\n"
+    head = "POST /upstream/a/x HTTP/1.1\nHost: localhost\nTransfer-Encoding: gzip, chunked\n\n"
     assert send(daemon_url, head, b"0\r\n\r\n")[0] == 501
 
 
 @pytest.mark.parametrize("value", ["a\rb", "a\x00b", "a\x0bb\x7f"])
 def test_control_characters_in_header_values_are_rejected(daemon_url: str, value: str) -> None:
-    assert send(daemon_url, f"GET /upstream/a/x HTTP/1.1\nHost: x\nX-A: {value}\n\n")[0] == 400
+    assert (
+        send(daemon_url, f"GET /upstream/a/x HTTP/1.1\nHost: localhost\nX-A: {value}\n\n")[0] == 400
+    )
 
 
 def test_a_crlf_in_the_query_does_not_inject_a_header_into_the_redirect(daemon_url: str) -> None:
     response = raw_request(
-        daemon_url, b"GET /upstream/a?x=%0d%0aSet-Cookie:%20evil=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        daemon_url,
+        b"GET /upstream/a?x=%0d%0aSet-Cookie:%20evil=1 HTTP/1.1\r\nHost: localhost\r\n\r\n",
     )
     head = response.partition(b"\r\n\r\n")[0].lower()
     assert status_of(response) == 301
@@ -131,13 +138,17 @@ def test_upstream_paths_with_dot_segments_cannot_leave_the_base_url(
     daemon_url: str, rest: str
 ) -> None:
     for model in ("a", "b"):
-        status, body = send(daemon_url, f"GET /upstream/{model}{rest} HTTP/1.1\nHost: x\n\n")
+        status, body = send(
+            daemon_url, f"GET /upstream/{model}{rest} HTTP/1.1\nHost: localhost\n\n"
+        )
         assert status == 400, body
         assert json.loads(body)["error"]["code"] == "invalid_request"
 
 
 def test_upstream_paths_that_only_look_like_dots_still_pass(daemon_url: str) -> None:
-    status, body = send(daemon_url, "GET /upstream/a/v1/..x/.y/a.b%2Fc HTTP/1.1\nHost: x\n\n")
+    status, body = send(
+        daemon_url, "GET /upstream/a/v1/..x/.y/a.b%2Fc HTTP/1.1\nHost: localhost\n\n"
+    )
     assert status == 200
     assert json.loads(body)["path"] == "/base/v1/..x/.y/a.b%2Fc"
 
@@ -214,7 +225,7 @@ def test_fuzzed_requests_never_get_a_proxy_500_nor_hang(
     headers: list[tuple[str, str]],
     chunked: bool,
 ) -> None:
-    lines = [f"{method} {path} HTTP/1.1", "Host: fuzz", "Connection: close"]
+    lines = [f"{method} {path} HTTP/1.1", "Host: localhost", "Connection: close"]
     if content_type is not None:
         lines.append(f"Content-Type: {content_type}")
     lines += [f"X-{name}: {value}" for name, value in headers]

@@ -110,7 +110,8 @@ async def test_log_endpoints_and_the_feed_need_a_key(start_daemon: StartDaemon) 
     # a websocket handshake without a key is refused with the 401 (raw, as trio-websocket leaks
     # its socket when a handshake fails)
     upgrade = (
-        "GET /api/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "GET /api/events HTTP/1.1\r\nHost: localhost\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     refused = await trio.to_thread.run_sync(raw_request, daemon.url, upgrade.encode())

@@ -208,7 +208,8 @@ async def test_a_slow_reader_neither_grows_memory_nor_blocks_other_clients(
         slow = socket.create_connection((host, int(port)))
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         slow.sendall(
-            b"GET /upstream/a/slow?chunks=4000&interval=0&pad=16000 HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /upstream/a/slow?chunks=4000&interval=0&pad=16000 HTTP/1.1\r\n"
+            b"Host: localhost\r\n\r\n"
         )
         assert b"200" in slow.recv(1024)
         try:
@@ -247,7 +248,7 @@ async def test_closed_client_connections_release_their_descriptors_at_once(
     # when 30 clients each make a keep-alive request and then close their connection
     def burst() -> None:
         for _ in range(30):
-            response = raw_request(daemon.url, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            response = raw_request(daemon.url, b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert status_of(response) == 200
 
     await trio.to_thread.run_sync(burst)
