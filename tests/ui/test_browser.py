@@ -152,10 +152,15 @@ def test_playground_streams_tokens_and_a_second_model_swaps_in(
 
     page.driver.find_element(By.CSS_SELECTOR, "a[data-view='swaps']").click()
     swap = page.wait(
-        lambda d: d.find_element(By.CSS_SELECTOR, "li.swap.ok[data-model='demo-coder']"), 30
+        lambda d: d.execute_script(
+            "const s = document.querySelector(\"li.swap.ok[data-model='demo-coder']\");"
+            "return s && {evicted: [...s.querySelectorAll('.chip.evict')].map(c => c.textContent),"
+            " text: s.textContent};"
+        ),
+        30,
     )
-    assert "demo-chat" in swap.find_element(By.CSS_SELECTOR, ".chip.evict").text
-    assert "ready in" in swap.text
+    assert swap["evicted"] == ["demo-chat"]
+    assert "ready in" in swap["text"]
 
 
 def test_stop_aborts_the_stream_and_cancels_it_upstream(
@@ -217,8 +222,16 @@ def test_requests_appear_in_activity_live_and_in_the_history(
     chat_body = {"model": "demo-coder", "messages": [{"role": "user", "content": "hi"}]}
     assert http.post("/v1/chat/completions", json=chat_body).status_code == 200
     ok_row = "tr[data-model='demo-coder'][data-status='200']"
-    row = page.wait(lambda d: table.find_element(By.CSS_SELECTOR, ok_row), 30)
-    cells = {c.get_attribute("data-label"): c.text for c in row.find_elements(By.TAG_NAME, "td")}
+    # read in one script: the rows are redrawn as events arrive (an element could go stale)
+    cells = page.wait(
+        lambda d: d.execute_script(
+            "const row = document.querySelector(`#activity-table ${arguments[0]}`);"
+            "return row && Object.fromEntries([...row.cells].map("
+            "c => [c.dataset.label, c.textContent]));",
+            ok_row,
+        ),
+        30,
+    )
     assert cells["Path"] == "/v1/chat/completions"
     assert "→" in cells["Tokens"]  # prompt → completion tokens
     assert cells["Tok/s"] != "—"

@@ -81,12 +81,13 @@ export async function optional(path) {
   }
 }
 
-/** Whether `key` opens the daemon: 'ok', 'refused' (401) or throws on a network failure. */
+/** Whether `key` opens the daemon: the /v1/models body, 'refused' (401), or throws when the
+ * daemon cannot be reached. */
 export async function tryKey(key) {
   const response = await fetch('/v1/models', { ...NO_BROWSER_AUTH, headers: authHeaders({}, key) });
   if (response.status === 401) return 'refused';
   if (!response.ok) throw await errorOf(response);
-  return 'ok';
+  return response.json();
 }
 
 /** ws(s):// URL of a path on this daemon, with ?api_key= (browsers cannot set its headers). */

@@ -95,7 +95,7 @@ let asking = null;
 
 dialog.addEventListener('cancel', (event) => event.preventDefault()); // nothing works without it
 
-/** Ask for a key until the daemon accepts one; resolves once it did. */
+/** Ask for a key until the daemon accepts one; resolves once it did (with /v1/models). */
 function askKey(reason) {
   if (asking) return asking;
   asking = new Promise((resolve) => {
@@ -124,6 +124,7 @@ function askKey(reason) {
         return;
       }
       setKey(key);
+      setListed(answer.data || []);
       dialog.close();
       asking = null;
       resolve();
@@ -145,7 +146,7 @@ async function unlock() {
       delay = Math.min(delay * 2, 10000);
       continue;
     }
-    if (answer === 'ok') return;
+    if (answer !== 'refused') { setListed(answer.data || []); return; }
     const reason = getKey()
       ? 'The daemon refused the saved key (was its config changed?). Enter a valid key.'
       : 'This daemon needs an API key (api_keys in its config).';
@@ -176,8 +177,8 @@ function onMessage(message) {
   if (message.type !== 'snapshot') return;
   snapshots += 1;
   versionEl.textContent = store.version ? `v${store.version}` : '';
-  refreshListed();
   if (snapshots > 1) {
+    refreshListed(); // the list may have changed (a reload, a restart): the first came with the key check
     // a new connection (daemon restart or reload): catch up on what happened meanwhile
     if (historyWanted) activity.loadHistory();
     logs.reconnect();
@@ -208,7 +209,6 @@ function startFeed() {
 async function start() {
   show(viewName());
   await unlock();
-  await refreshListed();
   startFeed();
 }
 

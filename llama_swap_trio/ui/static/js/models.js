@@ -125,6 +125,7 @@ function renderGrid() {
     if (card.root !== expected) grid.insertBefore(card.root, expected);
     previous = card.root;
   }
+  if (!performance.getEntriesByName('ui:models-drawn').length) performance.mark('ui:models-drawn');
   const running = ids.filter((id) => !['stopped', 'shutdown'].includes(store.models.get(id).state)).length;
   setText(summary, `${running} of ${ids.length} running`);
   unloadAll.disabled = running === 0;
@@ -177,9 +178,9 @@ function renderProfiles() {
 
 function describe(record) {
   const parts = [record.name, record.description].filter(Boolean);
-  const meta = record.meta || {};
-  if (meta.strategy) parts.push(`strategy ${meta.strategy}`);
-  if (Array.isArray(meta.targets)) parts.push(`targets ${meta.targets.join(', ')}`);
+  const about = record.meta?.selector || {};
+  if (about.strategy) parts.push(`${about.strategy}${about.spillover ? ` (spillover ${about.spillover})` : ''}`);
+  if (Array.isArray(about.targets)) parts.push(`→ ${about.targets.join(', ')}`);
   return parts.join(' · ');
 }
 

@@ -89,6 +89,7 @@ export function applyEvent(msg) {
 }
 
 function applySnapshot(msg) {
+  store.snapshotSeen = true;
   store.version = msg.version || '';
   const seen = new Set();
   for (const record of msg.models || []) {
@@ -186,8 +187,20 @@ export function setHistory(requests) {
   notify('models');
 }
 
+/** Keep the /v1/models records; before the feed's first snapshot they also seed the models
+ * (their state is in the list), so the Models view draws after one request, not three. */
 export function setListed(records) {
   store.listed = records;
+  if (!store.snapshotSeen) {
+    for (const record of records) {
+      if (kindOf(record) !== 'model' || store.models.has(record.id)) continue;
+      const entry = model(record.id);
+      entry.state = record.status?.state || 'stopped';
+      entry.name = record.name || '';
+      entry.unknownIdle = true;
+    }
+    notify('models');
+  }
   notify('listed');
 }
 
@@ -200,18 +213,28 @@ export function queuedFor(id) {
   return store.queue.filter((q) => q.model === id).length;
 }
 
-/** The /v1/models records that are not local models: selectors and peers' models. */
+/** What a /v1/models record is: a local 'model', an 'alias', a 'peer' model, a 'selector' or a
+ * 'pin' of the active profile (SPEC 6.6 marks them in `meta`). */
+export function kindOf(record) {
+  const meta = record.meta || {};
+  if (meta.alias_of) return 'alias';
+  if (meta.peer || (record.owned_by && record.owned_by !== OWNER)) return 'peer';
+  if (meta.selector) return 'selector';
+  if (meta.pin_of) return 'pin';
+  return 'model';
+}
+
+/** The /v1/models records that are not local models: selectors and peers' models by peer. */
 export function remoteRecords() {
-  const local = new Set(store.models.keys());
   const selectors = [];
   const peers = new Map();
   for (const record of store.listed) {
-    if (local.has(record.id) || (record.meta && record.meta.alias_of)) continue;
-    if (record.owned_by && record.owned_by !== OWNER) {
-      if (!peers.has(record.owned_by)) peers.set(record.owned_by, []);
-      peers.get(record.owned_by).push(record);
-    } else {
-      selectors.push(record);
+    const kind = kindOf(record);
+    if (kind === 'selector') selectors.push(record);
+    if (kind === 'peer') {
+      const peer = record.meta?.peer || record.owned_by;
+      if (!peers.has(peer)) peers.set(peer, []);
+      peers.get(peer).push(record);
     }
   }
   return { selectors, peers };
