@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -429,3 +430,20 @@ def test_the_page_reconnects_by_itself_when_the_daemon_comes_back(
         assert all(e.get("source") == "network" for e in errors), errors
     finally:
         second.stop()
+
+
+#: WCAG 2 contrast of every visible text on the page, against its (first opaque) background
+CONTRAST_JS = (Path(__file__).parent / "contrast.js").read_text()
+
+
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+def test_text_has_readable_contrast_in_both_schemes(
+    page: Browser, daemon: UIDaemon, http: httpx.Client, dark: bool
+) -> None:
+    assert http.post("/api/models/load/demo-embed").status_code == 200
+    page.set_dark(dark)
+    for view in ("models", "activity", "swaps", "logs", "playground"):
+        open_view(page, daemon.url, view)
+        if view == "models":
+            page.wait(lambda d: card_state(page, "demo-embed") == "ready")
+        assert page.js(CONTRAST_JS) == [], view
