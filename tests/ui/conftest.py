@@ -50,6 +50,7 @@ def page(browser: Browser) -> Iterator[Browser]:
     """The shared browser, light, desktop-sized; the console must stay free of errors."""
     browser.set_dark(False)
     browser.set_size(1280, 900)
+    browser.driver.get("about:blank")  # no page of an earlier test still talks to its daemon
     browser.console()  # forget what earlier tests left
     yield browser
     errors = browser.console_errors(allowed=OPTIONAL_ENDPOINTS)

@@ -429,6 +429,7 @@ def test_the_page_reconnects_by_itself_when_the_daemon_comes_back(
         errors = [e for e in page.console() if e.get("level") == "SEVERE"]
         assert all(e.get("source") == "network" for e in errors), errors
     finally:
+        page.driver.get("about:blank")  # the page would go on retrying the stopped daemon
         second.stop()
 
 
