@@ -6,9 +6,10 @@
     ├── signal watcher        first SIGINT/SIGTERM: graceful shutdown; second: no more waiting;
     │                         SIGHUP: reload the configuration
     ├── config file watcher   with --watch-config: polls the file, reloads when it changed
-    ├── generations nursery   one Generation per configuration (generation.py): its Upstreams,
-    │                         router, connection pool and preload; a reload starts the next one,
-    │                         switches to it and retires the old one (reload.py)
+    ├── generations nursery   the Runtime (generation.py): every Upstream, the router, the
+    │                         connection pool and preload, for the daemon's whole life; a reload
+    │                         switches its models (kept ones keep running) and the dispatcher to
+    │                         the new configuration's app, a Generation (reload.py)
     └── HTTP server           edge/server.py (plain requests; hypercorn for the rest) serves the
                               Dispatcher: every new request goes to the current generation's
                               app; handlers reach the router through memory channels
@@ -43,7 +44,7 @@ from llama_swap_trio.config.model import Config
 from llama_swap_trio.edge import server
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.feed.logs import FeedLogHandler, Redactor
-from llama_swap_trio.generation import Dispatcher, Generation, Shared
+from llama_swap_trio.generation import Dispatcher, Generation, Runtime, Shared
 from llama_swap_trio.http.asgi import ASGIApp
 from llama_swap_trio.logbuffer import LogBuffer
 from llama_swap_trio.observe import Observability
@@ -241,13 +242,13 @@ async def serve(
             await root.start(_watch_signals, begin_shutdown, stop_now, partial(reload, "SIGHUP"))
             async with trio.open_nursery() as generations:
                 numbers = itertools.count(1)
+                runtime = Runtime(config, shared)
+                await generations.start(runtime.run)
 
-                def new_generation(config: Config, previous: Generation | None) -> Generation:
-                    return Generation(next(numbers), config, shared, previous=previous)
+                def new_generation(config: Config) -> Generation:
+                    return Generation(next(numbers), config, runtime, shared)
 
-                first = new_generation(config, None)
-                await generations.start(first.run)
-                dispatcher.current = first
+                dispatcher.current = new_generation(config)
                 try:
                     urls = await root.start(
                         _serve_http,
@@ -269,18 +270,20 @@ async def serve(
                 reloader = Reloader(
                     config.path,
                     dispatcher=dispatcher,
-                    generations=generations,
+                    runtime=runtime,
+                    nursery=generations,
                     bus=bus,
                     new_generation=new_generation,
                     apply_logging=apply_logging,
                     shutting_down=graceful.is_set,
                 )
+                shared.reload = reloader.reload
                 if watch_config:
                     log.info("watching %s for changes", config.path)
                     root.start_soon(
                         watch_config_file, config.path, partial(reload, "config file changed")
                     )
-                first.start_preload()
+                runtime.start_preload(config)
                 await served.wait()
 
                 dispatcher.current.router.begin_shutdown()

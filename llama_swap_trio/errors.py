@@ -119,19 +119,19 @@ def shutting_down() -> ProxyError:
     return ProxyError(503, "server_error", "shutting_down", "the proxy is shutting down", _RETRY)
 
 
-def config_reloaded() -> ProxyError:
-    """A request that waited in a configuration replaced by a reload: retrying reaches the new one.
+def config_reloaded(model: str | None = None) -> ProxyError:
+    """A request that waited for a model a reload removed (``model``), or in a configuration a
+    reload replaced: retrying reaches the new configuration.
 
     Not ``shutting_down``: the daemon is not going away, and a client (or a person reading a log)
     that sees that code may reasonably stop retrying.
     """
-    return ProxyError(
-        503,
-        "server_error",
-        "config_reloaded",
-        "the configuration was reloaded while the request waited; retry it",
-        _RETRY,
+    message = (
+        "the configuration was reloaded while the request waited; retry it"
+        if model is None
+        else f"model '{model}' was removed by a configuration reload while the request waited"
     )
+    return ProxyError(503, "server_error", "config_reloaded", message, _RETRY)
 
 
 def model_unloaded(model: str) -> ProxyError:

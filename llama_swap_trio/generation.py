@@ -1,42 +1,47 @@
-"""A *generation*: everything one configuration runs, and how a reload replaces it.
+"""The daemon's models across reloads (:class:`Runtime`), and one configuration's app
+(:class:`Generation`).
 
 ::
 
     generations nursery (the daemon's; lives as long as the daemon)
-    ├── Generation 1 nursery            retiring: no new requests; drains, then stops its upstreams
-    │   ├── Upstream.run per model      each model's processes (their own cancel scopes)
-    │   ├── Router.run                  owns the swaps nursery
-    │   └── preload                     hooks.on_startup.preload, in order
-    └── Generation 2 nursery            current: the Dispatcher hands it every new request
-        └── ... (the same; its Upstreams spawn nothing before generation 1's ``stopped`` is set)
+    └── Runtime.run                     the one set of models, for the daemon's whole life
+        ├── Upstream.run per model      each in its own cancel scope: retiring one model's
+        │                               process (a reload changed or removed it) ends only it
+        ├── Router.run                  the one router: its state (ready, in flight, queue)
+        │                               survives every reload
+        ├── burials                     per reload: wait for its retired processes, then end
+        │                               their tasks and open the start gate of what replaced them
+        └── preload                     hooks.on_startup.preload, in order
 
-What stays for the daemon's whole life, across generations (:class:`Shared`): the listen address
-(hypercorn serves the :class:`Dispatcher`), the process guard, the event bus and the log buffers.
+A :class:`Generation` is one configuration's app (routes, aliases, filters, keys) over that
+runtime; the :class:`Dispatcher` hands every new request to the current one. A reload
+(reload.py, SPEC 6.4) calls :meth:`Runtime.apply` with the new configuration and its
+:class:`~.reload_plan.ReloadPlan`:
 
-Retirement (``retire``): the router refuses its waiting and queued requests with 503
-``config_reloaded`` (``Retry-After: 1``); requests already in flight on this generation may run on
-for up to :data:`DRAIN_SECONDS`; then the connection pool is closed and the nursery cancelled, so
-every Upstream's shielded, bounded teardown stops its process group (which ends any request still
-running on it).
-``stopped`` is set once this generation's processes *and every earlier generation's* are gone.
-The next generation's Upstreams wait for it before they spawn anything, so a ``${PORT}`` is never
-shared by an old process that is still stopping and a new one (llama-swap's reload can do that).
+- kept models keep their Upstream (process, streams, ``${PORT}``); it takes their other settings
+  at once (:meth:`Upstream.reconfigure`), and the router decides with the new config from then on;
+- restarted and added models get a new Upstream whose start waits for the *start gate*: every
+  process this reload retires (and every earlier reload's) is gone, so a new process never shares
+  a ``${PORT}`` with an old one that is still stopping;
+- the router retires the old Upstreams of restarted and removed models once their requests in
+  flight are done (bounded), then the burial ends their tasks (their notices muted first: a
+  retired process's ``shutdown`` is no news about the model that replaced it).
 
-Feed and log streams (``/api/events``, ``/logs/stream...``) do not hold a retirement up: they only
-read the bus and the log buffers, which stay. They are cut only when ``api_keys`` changed, so a
-revoked key does not keep reading.
+Requests in flight on the previous Generation's app run on to their end (they hold their grant);
+feed and log streams are cut only when ``api_keys`` changed, so a revoked key does not keep
+reading. What outlives every generation (:class:`Shared`): the listen address, the process guard,
+the event bus and the log buffers.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 
 import attrs
 import trio
 
-from llama_swap_trio import errors
-from llama_swap_trio.config.model import Config
+from llama_swap_trio.config.model import Config, ModelConfig
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.feed.logs import Redactor, upstream_log_event
 from llama_swap_trio.http.app import create_app
@@ -46,6 +51,7 @@ from llama_swap_trio.http.logs import STREAM_PREFIX
 from llama_swap_trio.http.pool import ClientPool
 from llama_swap_trio.logbuffer import LogBuffer
 from llama_swap_trio.observe import Observability
+from llama_swap_trio.reload_plan import ReloadPlan
 from llama_swap_trio.routing.router import Router
 from llama_swap_trio.upstream.api import LogLine, StateChanged, UpstreamEvent, UpstreamState
 from llama_swap_trio.upstream.guard import ProcessGuard
@@ -54,10 +60,11 @@ from llama_swap_trio.upstream.upstream import Upstream
 
 log = logging.getLogger("llama_swap_trio")
 
-#: how long in-flight responses of a retiring generation may run on (as for a shutdown, SPEC 1)
-DRAIN_SECONDS = 5.0
-#: bound on closing a retiring generation's upstream connections
+#: bound on closing the upstream connections at the daemon's end
 POOL_CLOSE_SECONDS = 2.0
+
+#: ``POST /api/config/reload``: runs a reload and returns its outcome (the ``reload`` event)
+ReloadHook = Callable[[], Awaitable[Mapping[str, object]]]
 
 
 @attrs.define(eq=False)
@@ -80,6 +87,8 @@ class Shared:
     )
     #: the host the daemon listens on (the app's Host rule); None when no daemon listens
     listen_host: str | None = None
+    #: set by the daemon once it can reload (``POST /api/config/reload``)
+    reload: ReloadHook | None = None
 
 
 class _Notices:
@@ -89,10 +98,14 @@ class _Notices:
         self.router: Router | None = None
         self.pool: ClientPool | None = None
         self._shared = shared
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Take a reloaded configuration's log settings and keys (for redaction)."""
         self._redact = Redactor(config.api_keys)
         self._echo = config.log_to_stdout in ("upstream", "both")
 
-    def __call__(self, event: UpstreamEvent) -> None:
+    def relay(self, event: UpstreamEvent, upstream: Upstream) -> None:
         if isinstance(event, LogLine):
             line = f"[{event.model}] {event.line}"
             self._shared.upstream_logs.append(line)
@@ -101,13 +114,28 @@ class _Notices:
             self._shared.bus.publish(upstream_log_event(event.model, event.line, self._redact))
             return
         if isinstance(event, StateChanged):
-            if event.state is UpstreamState.STOPPING and self.router and self.pool:
+            if event.state is UpstreamState.STOPPING and self.pool is not None:
                 # Before the stop signal (this notice is synchronous): see ClientPool.retire.
-                self.pool.retire(event.model, self.router.upstream(event.model).generation)
+                self.pool.retire(event.model, upstream.generation)
             elif event.state is UpstreamState.STOPPED and event.error:
                 log.warning("model %s exited: %s", event.model, event.error)
         if self.router is not None:
             self.router.notify(event)
+
+
+class _Handle:
+    """One Upstream's place in the runtime: its task's scope and its (mutable) notice relay."""
+
+    def __init__(self, notices: _Notices) -> None:
+        self._notices = notices
+        self.upstream: Upstream | None = None
+        self.scope = trio.CancelScope()
+        self.finished = trio.Event()
+        self.muted = False
+
+    def __call__(self, event: UpstreamEvent) -> None:
+        if not self.muted and self.upstream is not None:
+            self._notices.relay(event, self.upstream)
 
 
 async def _preload(router: Router, model_ids: tuple[str, ...]) -> None:
@@ -119,6 +147,148 @@ async def _preload(router: Router, model_ids: tuple[str, ...]) -> None:
             log.warning("preload of %s failed: %s", model_id, error)
 
 
+class Runtime:
+    """The daemon's upstreams, router and connection pool, across reloads (module docstring).
+
+    Start it with ``await nursery.start(runtime.run)``; ``router`` exists from then on. ``run``
+    returns only when cancelled (the daemon's shutdown), after every process is gone.
+    """
+
+    def __init__(self, config: Config, shared: Shared) -> None:
+        self.config = config
+        self._shared = shared
+        self.pool = ClientPool()
+        self._notices = _Notices(config, shared)
+        self._upstreams: dict[str, Upstream] = {}
+        self._handles: dict[Upstream, _Handle] = {}
+        #: set once every process retired so far is gone (None: nothing was ever retired)
+        self._gate: trio.Event | None = None
+        self._nursery: trio.Nursery | None = None
+        self._router: Router | None = None
+
+    @property
+    def router(self) -> Router:
+        assert self._router is not None, "the runtime has not started"
+        return self._router
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the first configuration's models and the router until cancelled."""
+        config = self.config
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for model_id, model in config.models.items():
+                    self._upstreams[model_id] = await self._start_upstream(model, config)
+                measured = start_measuring(
+                    nursery, config.path, config.models, self._pid_of, self._shared.bus
+                )
+                self._router = router = Router(
+                    config, self._upstreams, bus=self._shared.bus, measured=measured
+                )
+                self._notices.router, self._notices.pool = router, self.pool
+                await nursery.start(router.run)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            with trio.CancelScope(shield=True), trio.move_on_after(POOL_CLOSE_SECONDS):
+                await self.pool.aclose()
+
+    def _pid_of(self, model_id: str) -> int | None:
+        upstream = self._upstreams.get(model_id)
+        return upstream.pid if upstream is not None else None
+
+    async def apply(self, config: Config, plan: ReloadPlan) -> None:
+        """Switch the models to a reloaded configuration (see the module docstring)."""
+        assert self._nursery is not None, "the runtime is not running"
+        self.config = config
+        self._notices.configure(config)
+        previous_gate = self._gate
+        gate = self._gate = trio.Event()
+        retired = {m: self._upstreams.pop(m) for m in (*plan.restarted, *plan.removed)}
+        fresh: dict[str, Upstream] = {}
+        for model_id in (*plan.added, *plan.restarted):
+            old = retired.get(model_id)
+            fresh[model_id] = await self._start_upstream(
+                config.models[model_id],
+                config,
+                gate=gate,
+                generation=old.generation if old is not None else 0,
+            )
+        for model_id in plan.kept:
+            self._upstreams[model_id].reconfigure(
+                config.models[model_id], health_check_timeout=config.health_check_timeout
+            )
+        self._upstreams.update(fresh)
+        done = trio.Event()
+        self.router.reconfigure(
+            config, fresh, restarted=plan.restarted, removed=plan.removed, done=done
+        )
+        self._nursery.start_soon(self._bury, list(retired.values()), done, previous_gate, gate)
+
+    def start_preload(self, config: Config) -> None:
+        """Load ``hooks.on_startup.preload`` in the background (at startup, after a reload)."""
+        if config.preload and self._nursery is not None:
+            self._nursery.start_soon(_preload, self.router, config.preload)
+
+    async def _start_upstream(
+        self,
+        model: ModelConfig,
+        config: Config,
+        *,
+        gate: trio.Event | None = None,
+        generation: int = 0,
+    ) -> Upstream:
+        assert self._nursery is not None
+        shared = self._shared
+        logs = shared.model_logs.setdefault(model.id, LogBuffer())
+        handle = _Handle(self._notices)
+        upstream = handle.upstream = Upstream(
+            model,
+            health_check_timeout=config.health_check_timeout,
+            notify=handle,
+            logs=logs,
+            guard=shared.guard,
+            start_gate=gate,
+            generation=generation,
+        )
+        self._handles[upstream] = handle
+        await self._nursery.start(self._run_upstream, upstream, handle)
+        return upstream
+
+    @staticmethod
+    async def _run_upstream(
+        upstream: Upstream,
+        handle: _Handle,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            with handle.scope:
+                await upstream.run(task_status=task_status)
+        finally:
+            handle.finished.set()
+
+    async def _bury(
+        self,
+        retired: list[Upstream],
+        done: trio.Event,
+        previous_gate: trio.Event | None,
+        gate: trio.Event,
+    ) -> None:
+        """Once the router has stopped the retired upstreams, end their tasks; then open the gate
+        (after every earlier reload's gate: their processes may hold the same ports)."""
+        await done.wait()
+        for upstream in retired:
+            handle = self._handles.pop(upstream)
+            handle.muted = True
+            handle.scope.cancel()
+            await handle.finished.wait()
+        if previous_gate is not None:
+            await previous_gate.wait()
+        gate.set()
+
+
 def _outlives_reload(scope: Scope) -> bool:
     """Feed and log streams: they read only what every generation shares."""
     path: str = scope.get("path", "")
@@ -126,114 +296,51 @@ def _outlives_reload(scope: Scope) -> bool:
 
 
 class Generation:
-    """One configuration's upstreams, router, connection pool and app (see the module docstring).
+    """One configuration's app over the runtime (see the module docstring)."""
 
-    Start it with ``await nursery.start(generation.run)``; ``router`` and ``app`` exist from then
-    on. ``run`` returns after :meth:`retire` once everything it owns has stopped.
-    """
-
-    def __init__(
-        self, number: int, config: Config, shared: Shared, *, previous: Generation | None
-    ) -> None:
+    def __init__(self, number: int, config: Config, runtime: Runtime, shared: Shared) -> None:
         self.number = number
         self.config = config
+        self._runtime = runtime
         self._shared = shared
-        #: set when this generation's processes and those of every earlier one are gone
-        self.stopped = trio.Event()
-        self._gate = previous.stopped if previous is not None else None
-        self._retire = trio.Event()
-        self._keys_changed = False
-        self._nursery: trio.Nursery | None = None
-        self._router: Router | None = None
-        self._app: ASGIApp | None = None
-        #: requests in flight on this generation (feed and log streams aside)
-        self._in_flight = 0
-        #: feed and log streams served by this generation's app (they outlive it)
+        #: feed and log streams served by this generation's app (cut when the keys change)
         self._streams: set[trio.CancelScope] = set()
-        #: while retiring: set when the last request in flight is done
-        self._drained: trio.Event | None = None
+        self.app: ASGIApp = create_app(
+            config,
+            runtime.router,
+            pool=runtime.pool,
+            bus=shared.bus,
+            proxy_logs=shared.proxy_logs,
+            upstream_logs={"": shared.upstream_logs, **shared.model_logs},
+            shutting_down=shared.shutting_down,
+            observe=shared.observe,
+            listen_host=shared.listen_host,
+            reload=self._reload_hook(shared),
+        )
 
     @property
     def router(self) -> Router:
-        assert self._router is not None, "the generation has not started"
-        return self._router
+        return self._runtime.router
 
-    @property
-    def app(self) -> ASGIApp:
-        assert self._app is not None, "the generation has not started"
-        return self._app
+    @staticmethod
+    def _reload_hook(shared: Shared) -> ReloadHook:
+        async def reload() -> Mapping[str, object]:
+            if shared.reload is None:
+                return {"type": "reload", "ok": False, "errors": ["the daemon is starting"]}
+            return await shared.reload()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Build and run this generation until it is retired (or cancelled with the daemon)."""
-        config, shared = self.config, self._shared
-        for model_id in config.models:
-            shared.model_logs.setdefault(model_id, LogBuffer())
-        notices = _Notices(config, shared)
-        pool = ClientPool()
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                upstreams = {
-                    model_id: Upstream(
-                        model,
-                        health_check_timeout=config.health_check_timeout,
-                        notify=notices,
-                        logs=shared.model_logs[model_id],
-                        guard=shared.guard,
-                        start_gate=self._gate,
-                    )
-                    for model_id, model in config.models.items()
-                }
-                for upstream in upstreams.values():
-                    await nursery.start(upstream.run)
-                measured = start_measuring(
-                    nursery, config.path, config.models, lambda m: upstreams[m].pid, shared.bus
-                )
-                self._router = router = Router(config, upstreams, bus=shared.bus, measured=measured)
-                notices.router, notices.pool = router, pool
-                await nursery.start(router.run)
-                self._app = create_app(
-                    config,
-                    router,
-                    pool=pool,
-                    bus=shared.bus,
-                    proxy_logs=shared.proxy_logs,
-                    upstream_logs={"": shared.upstream_logs, **shared.model_logs},
-                    shutting_down=shared.shutting_down,
-                    observe=shared.observe,
-                    listen_host=shared.listen_host,
-                )
-                task_status.started()
-
-                await self._retire.wait()
-                router.begin_shutdown(errors.config_reloaded)
-                await self._drain()
-                with trio.CancelScope(shield=True), trio.move_on_after(POOL_CLOSE_SECONDS):
-                    await pool.aclose()
-                log.info("configuration %d: stopping its upstreams", self.number)
-                nursery.cancel_scope.cancel()
-        finally:
-            self._nursery = None
-            with trio.CancelScope(shield=True), trio.move_on_after(POOL_CLOSE_SECONDS):
-                await pool.aclose()  # idempotent; here for the daemon's shutdown path
-        if self._gate is not None:
-            await self._gate.wait()  # an earlier generation may still be stopping
-        self.stopped.set()
-
-    def start_preload(self) -> None:
-        """Load ``hooks.on_startup.preload`` in the background (after the switch to this one)."""
-        if self.config.preload and self._nursery is not None:
-            self._nursery.start_soon(_preload, self.router, self.config.preload)
+        return reload
 
     def retire(self, *, keys_changed: bool = False) -> None:
-        """Stop taking part: drain, then stop everything (``run`` returns). Non-blocking.
+        """A reload replaced this configuration. Non-blocking.
 
         Args:
             keys_changed: ``api_keys`` differ in the new configuration: cut feed and log streams
                 now, so a client whose key was revoked does not keep reading.
         """
-        self._keys_changed = keys_changed
-        self._retire.set()
+        if keys_changed:
+            for stream in self._streams:
+                stream.cancel()
 
     def snapshot_message(self) -> dict[str, object]:
         """The feed's ``snapshot`` for this generation (published after a reload)."""
@@ -241,15 +348,11 @@ class Generation:
             self.config, self.router.snapshot(), self._shared.observe.tracker.open_requests()
         )
 
-    # -- requests ----------------------------------------------------------------------------
-
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one request (or websocket) with this generation's app, counted for the drain.
+        """Serve one request (or websocket) with this generation's app.
 
-        A plain counter, not a cancel scope per request: entering a CancelScope costs ~12 us,
-        and a request still running when the drain ends is cut anyway, by its upstream stopping
-        under it (its pooled connection is closed first). Only feed and log streams, which no
-        upstream ends, get a scope, so a change of ``api_keys`` can cut them.
+        Only feed and log streams, which no upstream ends, get a cancel scope (entering one costs
+        ~12 us), so a change of ``api_keys`` can cut them.
         """
         if _outlives_reload(scope):
             with trio.CancelScope() as stream:
@@ -259,35 +362,7 @@ class Generation:
                 finally:
                     self._streams.discard(stream)
             return
-        self._in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0 and self._drained is not None:
-                self._drained.set()
-
-    async def _drain(self) -> None:
-        """Let requests in flight finish (bounded); the upstreams stop under those left."""
-        if self._keys_changed:
-            for stream in self._streams:
-                stream.cancel()
-        if self._in_flight:
-            self._drained = trio.Event()
-            log.info(
-                "configuration %d: waiting up to %g s for %d request(s) in flight",
-                self.number,
-                DRAIN_SECONDS,
-                self._in_flight,
-            )
-            with trio.move_on_after(DRAIN_SECONDS):
-                await self._drained.wait()
-        if self._in_flight:
-            log.warning(
-                "configuration %d: %d request(s) still in flight are cut: their upstreams stop",
-                self.number,
-                self._in_flight,
-            )
+        await self.app(scope, receive, send)
 
 
 class Dispatcher:

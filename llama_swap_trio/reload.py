@@ -8,29 +8,33 @@ Triggers:
   ConfigMap work). It fires when ``(mtime_ns, size, inode)`` changes or a missing file reappears,
   stays quiet while the file is missing, and never fires on the baseline poll.
 
-A reload (:meth:`Reloader.trigger`) that starts while another is still loading and switching is
-dropped, not queued (as llama-swap). That window is short: it ends at the switch, not when the
-previous generation has stopped.
+A triggered reload (:meth:`Reloader.trigger`) that comes while another is under way is dropped,
+not queued (as llama-swap); ``POST /api/config/reload`` (:meth:`Reloader.reload`) waits for the one
+under way and then reloads, since its caller waits for the outcome.
 
-The reload itself: load the file. If it is invalid, log every problem and keep serving the old
-configuration. If it is valid, start a new :class:`~.generation.Generation` (its upstreams wait for
-the old ones to be gone before spawning anything), switch the dispatcher to it, retire the old one,
-re-apply the log settings, publish a fresh feed ``snapshot``, and start the new preload. Once the
-old generation is gone, a second ``snapshot`` shows the settled states.
+The reload itself (SPEC 6.4): load the file, with the ports of models that keep running pinned
+(:func:`~.reload_plan.plan_reload`). If it is invalid, log every problem, keep serving the old
+configuration and answer ``{"type": "reload", "ok": false, "errors": [...]}``. If it is valid,
+switch the models (:meth:`~.generation.Runtime.apply`: kept ones keep their process, restarted and
+removed ones are retired once their requests in flight are done, added ones wait for the ports to
+be free), build the new configuration's app and switch the dispatcher to it, re-apply the log
+settings, publish a fresh feed ``snapshot`` and the ``reload`` event (kept, restarted, added,
+removed), and start the new preload.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import trio
 
 from llama_swap_trio.config import ConfigError, load_config
 from llama_swap_trio.config.model import Config
 from llama_swap_trio.feed.bus import EventBus
-from llama_swap_trio.generation import Dispatcher, Generation
+from llama_swap_trio.generation import Dispatcher, Generation, Runtime
+from llama_swap_trio.reload_plan import plan_reload
 
 log = logging.getLogger("llama_swap_trio")
 
@@ -77,31 +81,22 @@ async def watch_config_file(
             on_change()
 
 
-def _model_changes(old: Config, new: Config) -> str:
-    added = sorted(new.models.keys() - old.models.keys())
-    removed = sorted(old.models.keys() - new.models.keys())
-    changed = sorted(
-        m for m in new.models.keys() & old.models.keys() if new.models[m] != old.models[m]
-    )
-    parts = [
-        f"{label}: {', '.join(ids)}"
-        for label, ids in (("added", added), ("removed", removed), ("changed", changed))
-        if ids
-    ]
-    return "; ".join(parts) or "no model changed"
+def _invalid(problems: list[str]) -> dict[str, object]:
+    return {"type": "reload", "ok": False, "errors": problems}
 
 
 class Reloader:
-    """Replaces the current generation with one built from the file (see the module docstring).
+    """Switches the daemon to the configuration in the file (see the module docstring).
 
     Args:
         path: the config file.
         dispatcher: its ``current`` generation is the one replaced.
-        generations: the nursery every generation runs in.
-        bus: for the fresh ``snapshot``.
-        new_generation: builds a generation from a config, chained after the given one.
+        runtime: the daemon's models, switched by :meth:`~.generation.Runtime.apply`.
+        nursery: where triggered reloads run.
+        bus: for the fresh ``snapshot`` and the ``reload`` event.
+        new_generation: builds the app of a configuration.
         apply_logging: re-applies ``log_level`` / ``log_to_stdout`` (and the feed's redaction).
-        shutting_down: once true, reloads are ignored.
+        shutting_down: once true, reloads are refused.
     """
 
     def __init__(
@@ -109,58 +104,63 @@ class Reloader:
         path: str,
         *,
         dispatcher: Dispatcher,
-        generations: trio.Nursery,
+        runtime: Runtime,
+        nursery: trio.Nursery,
         bus: EventBus,
-        new_generation: Callable[[Config, Generation], Generation],
+        new_generation: Callable[[Config], Generation],
         apply_logging: Callable[[Config], None],
         shutting_down: Callable[[], bool],
     ) -> None:
         self._path = path
         self._dispatcher = dispatcher
-        self._generations = generations
+        self._runtime = runtime
+        self._nursery = nursery
         self._bus = bus
         self._new_generation = new_generation
         self._apply_logging = apply_logging
         self._shutting_down = shutting_down
-        self._busy = False
+        self._lock = trio.Lock()
+        #: a triggered reload is pending or running
+        self._triggered = False
 
     def trigger(self, why: str) -> None:
         """Start a reload in the background, unless one is under way. Non-blocking."""
         if self._shutting_down():
             log.info("%s: not reloading, the daemon is shutting down", why)
             return
-        if self._busy:
+        if self._triggered or self._lock.locked():
             log.warning("%s: reload dropped, another reload is under way", why)
             return
-        self._busy = True
-        self._generations.start_soon(self._reload, why, name="config reload")
+        self._triggered = True
+        self._nursery.start_soon(self._triggered_reload, why, name="config reload")
 
-    async def _reload(self, why: str) -> None:
+    async def _triggered_reload(self, why: str) -> None:
+        try:
+            await self.reload(why)
+        finally:
+            self._triggered = False
+
+    async def reload(self, why: str = "POST /api/config/reload") -> dict[str, object]:
+        """Reload now (after one under way) and return the outcome: the ``reload`` event."""
+        async with self._lock:
+            if self._shutting_down():
+                return _invalid(["the daemon is shutting down"])
+            try:
+                return await self._reload(why)
+            except Exception as error:  # a bug in switching must not take the daemon down
+                log.exception("reload failed: still serving the previous configuration")
+                return _invalid([f"reload failed: {type(error).__name__}: {error}"])
+
+    async def _reload(self, why: str) -> dict[str, object]:
         old = self._dispatcher.current
         assert old is not None
-        try:
-            new = await self._switch(why, old)
-        except Exception:  # a bug in building the new one must not take the daemon down
-            log.exception("reload failed: still serving the previous configuration")
-            return
-        finally:
-            self._busy = False
-        if new is None:
-            return
-        started = trio.current_time()
-        await old.stopped.wait()
-        log.info(
-            "configuration %d: previous upstreams gone after %.2f s; models may start",
-            new.number,
-            trio.current_time() - started,
-        )
-        if self._dispatcher.current is new:
-            self._bus.publish(new.snapshot_message())
-
-    async def _switch(self, why: str, old: Generation) -> Generation | None:
         log.info("%s: reloading %s", why, self._path)
+
+        def load(pinned: Mapping[str, int]) -> Config:
+            return load_config(self._path, pinned_ports=pinned)
+
         try:
-            config = await trio.to_thread.run_sync(load_config, self._path)
+            config, plan = await trio.to_thread.run_sync(plan_reload, old.config, load)
         except ConfigError as error:
             for problem in error.problems:
                 log.warning("%s", problem)
@@ -168,21 +168,30 @@ class Reloader:
                 "configuration not reloaded (%d problem(s) above): still serving the previous one",
                 len(error.problems),
             )
-            return None
-        new = self._new_generation(config, old)
-        await self._generations.start(new.run)
-        if self._shutting_down():  # a shutdown began while the new one was being built
-            new.retire()
-            return None
-        # The switch: from here on, every new request reaches the new generation.
+            outcome = _invalid(list(error.problems))
+            self._bus.publish(outcome)
+            return outcome
+        await self._runtime.apply(config, plan)
+        new = self._new_generation(config)
+        # The switch: from here on, every new request reaches the new configuration's app.
         self._dispatcher.current = new
         old.retire(keys_changed=set(config.api_keys) != set(old.config.api_keys))
         self._apply_logging(config)
         log.info(
-            "configuration %d loaded (%s); previous upstreams stop before any new one starts",
+            "configuration %d loaded: %s",
             new.number,
-            _model_changes(old.config, config),
+            "; ".join(
+                f"{label}: {', '.join(ids) or '-'}"
+                for label, ids in (
+                    ("kept", plan.kept),
+                    ("restarted", plan.restarted),
+                    ("added", plan.added),
+                    ("removed", plan.removed),
+                )
+            ),
         )
         self._bus.publish(new.snapshot_message())
-        new.start_preload()
-        return new
+        outcome = plan.as_event()
+        self._bus.publish(outcome)
+        self._runtime.start_preload(config)
+        return outcome

@@ -11,8 +11,8 @@ import trio.testing
 
 from llama_swap_trio.config import load_config_text
 from llama_swap_trio.config.model import Config
-from llama_swap_trio.feed.bus import EventBus
-from llama_swap_trio.generation import Dispatcher, Generation, Shared
+from llama_swap_trio.feed.bus import EventBus, Subscription
+from llama_swap_trio.generation import Dispatcher, Generation, Runtime, Shared
 from llama_swap_trio.logbuffer import LogBuffer
 from llama_swap_trio.reload import ChangeDetector, Reloader, StatKey, stat_key, watch_config_file
 
@@ -86,22 +86,24 @@ class Rig:
         self.applied: list[Config] = []
         self.numbers = iter(range(1, 100))
         self.nursery = nursery
+        self.runtime = Runtime(load_config_text(path.read_text(), str(path)), self.shared)
+
+    def new_generation(self, config: Config) -> Generation:
+        return Generation(next(self.numbers), config, self.runtime, self.shared)
+
+    async def start(self) -> Generation:
+        await self.nursery.start(self.runtime.run)
         self.reloader = Reloader(
-            str(path),
+            str(self.path),
             dispatcher=self.dispatcher,
-            generations=nursery,
+            runtime=self.runtime,
+            nursery=self.nursery,
             bus=self.shared.bus,
             new_generation=self.new_generation,
             apply_logging=self.applied.append,
             shutting_down=lambda: False,
         )
-
-    def new_generation(self, config: Config, previous: Generation | None) -> Generation:
-        return Generation(next(self.numbers), config, self.shared, previous=previous)
-
-    async def start(self) -> Generation:
-        first = self.new_generation(load_config_text(self.path.read_text(), str(self.path)), None)
-        await self.nursery.start(first.run)
+        first = self.new_generation(self.runtime.config)
         self.dispatcher.current = first
         return first
 
@@ -114,27 +116,51 @@ async def wait_until_switched(dispatcher: Dispatcher, old: Generation) -> Genera
     return dispatcher.current
 
 
-async def test_a_valid_reload_switches_retires_the_old_one_and_publishes_a_snapshot(
+def events(feed: Subscription) -> list[dict[str, object]]:
+    out = []
+    while (event := feed.get_nowait()) is not None:
+        out.append(dict(event))
+    return out
+
+
+async def test_a_valid_reload_switches_and_publishes_a_snapshot_and_the_reload_event(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     path = tmp_path / "config.toml"
-    path.write_text(ONE_MODEL)
+    path.write_text(TWO_MODELS)
     rig = Rig(path, nursery)
     first = await rig.start()
     feed = rig.shared.bus.subscribe(100)
 
-    path.write_text(TWO_MODELS)
-    rig.reloader.trigger("test")
-    new = await wait_until_switched(rig.dispatcher, first)
+    # when b's description changes, a's command changes and c is added
+    path.write_text(
+        'start_port = 45000\n[models.a]\ncmd = "false --port ${PORT}"\n'
+        '[models.b]\ncmd = "true --port ${PORT}"\ndescription = "new"\n'
+        '[models.c]\ncmd = "true --port ${PORT}"\n'
+    )
+    outcome = await rig.reloader.reload("test")
+    new = rig.dispatcher.current
+    assert new is not first
+    assert new is not None
 
-    assert sorted(new.config.models) == ["a", "b"]
-    assert [sorted(c.models) for c in rig.applied] == [["a", "b"]]
-    with trio.fail_after(10):
-        await first.stopped.wait()
-    snapshot = feed.get_nowait()
-    assert snapshot is not None
-    assert snapshot["type"] == "snapshot"
-    assert [m["id"] for m in snapshot["models"]] == ["a", "b"]
+    expected = {
+        "type": "reload",
+        "ok": True,
+        "kept": ["b"],
+        "restarted": ["a"],
+        "added": ["c"],
+        "removed": [],
+    }
+    assert outcome == expected
+    assert sorted(new.config.models) == ["a", "b", "c"]
+    # b keeps its port; a and c are numbered as at startup, skipping it
+    assert new.config.models["b"].port == 45001
+    assert new.config.models["a"].port == 45000
+    assert new.config.models["c"].port == 45002
+    assert [sorted(c.models) for c in rig.applied] == [["a", "b", "c"]]
+    published = events(feed)
+    assert [e["type"] for e in published] == ["snapshot", "reload"]
+    assert published[1] == expected
 
 
 async def test_an_invalid_file_is_reported_and_the_old_generation_keeps_serving(
@@ -144,20 +170,22 @@ async def test_an_invalid_file_is_reported_and_the_old_generation_keeps_serving(
     path.write_text(ONE_MODEL)
     rig = Rig(path, nursery)
     first = await rig.start()
+    feed = rig.shared.bus.subscribe(100)
 
     path.write_text("global_ttl = -1\n" + ONE_MODEL + "nonsense = 1\n")  # the last table: a
     with caplog.at_level(logging.WARNING, logger="llama_swap_trio"):
-        rig.reloader.trigger("test")
-        with trio.fail_after(10):
-            while not any("not reloaded" in r.message for r in caplog.records):
-                await trio.sleep(0.01)
+        outcome = await rig.reloader.reload("test")
 
     messages = [r.getMessage() for r in caplog.records]
     assert any("global_ttl" in m for m in messages)
     assert any("nonsense" in m for m in messages)
     assert "configuration not reloaded (2 problem(s) above)" in messages[-1]
+    assert outcome["ok"] is False
+    errors = outcome["errors"]
+    assert isinstance(errors, list)
+    assert len(errors) == 2
+    assert events(feed) == [outcome]
     assert rig.dispatcher.current is first
-    assert not first.stopped.is_set()
     assert rig.applied == []
 
 
@@ -174,8 +202,7 @@ async def test_a_reload_triggered_while_one_is_under_way_is_dropped(
         rig.reloader.trigger("first")
         rig.reloader.trigger("second")
         second = await wait_until_switched(rig.dispatcher, first)
-        with trio.fail_after(10):
-            await first.stopped.wait()
+        await trio.testing.wait_all_tasks_blocked()
 
     assert any("second: reload dropped" in r.getMessage() for r in caplog.records)
     assert second.number == 2  # only one new generation was built

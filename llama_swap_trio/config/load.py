@@ -20,12 +20,18 @@ from llama_swap_trio.config.schema import RawConfig, RawModel, RawRouting, struc
 from llama_swap_trio.config.validate import Typed, build_config
 
 
-def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    pinned_ports: Mapping[str, int] | None = None,
+) -> Config:
     """Read and resolve the config file at ``path``.
 
     Args:
         path: the TOML file; messages name it as given.
         environ: what ``${env.NAME}`` reads; the process environment by default.
+        pinned_ports: model id -> the ``${PORT}`` it keeps (a reload); others skip these.
 
     Raises:
         ConfigError: the file cannot be read or is invalid; ``problems`` lists every problem.
@@ -40,11 +46,15 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{name}: not valid UTF-8 text ({exc.reason})"]) from None
-    return load_config_text(text, name, environ)
+    return load_config_text(text, name, environ, pinned_ports=pinned_ports)
 
 
 def load_config_text(
-    text: str, path: str = "config.toml", environ: Mapping[str, str] | None = None
+    text: str,
+    path: str = "config.toml",
+    environ: Mapping[str, str] | None = None,
+    *,
+    pinned_ports: Mapping[str, int] | None = None,
 ) -> Config:
     """Resolve a config given as text; ``path`` is only used in messages and ``Config.path``.
 
@@ -58,7 +68,9 @@ def load_config_text(
         raise ConfigError([f"{path}: {where}{exc.msg}"]) from None
 
     macro_problems = Problems()
-    expanded = expand_macros(doc, os.environ if environ is None else environ, macro_problems)
+    expanded = expand_macros(
+        doc, os.environ if environ is None else environ, macro_problems, pinned_ports
+    )
     type_problems = Problems()
     typed = _structure(path, expanded.doc, expanded.ports, type_problems)
     problems = Problems()

@@ -275,10 +275,34 @@ def _expand_filters(filters: dict[str, Any], path: KeyPath, context: _Context) -
     return out
 
 
+def _number_ports(users: list[str], start: int, pinned: Mapping[str, int]) -> dict[str, int]:
+    """Consecutive ports from ``start`` in sorted id order; pinned ids keep theirs, the others
+    skip the pinned ports."""
+    ports = {m: pinned[m] for m in users if m in pinned}
+    taken = set(ports.values())
+    port = start
+    for model_id in users:
+        if model_id in ports:
+            continue
+        while port in taken:
+            port += 1
+        ports[model_id] = port
+        port += 1
+    return {m: ports[m] for m in users}
+
+
 def expand_macros(
-    doc: dict[str, Any], environ: Mapping[str, str], problems: Problems
+    doc: dict[str, Any],
+    environ: Mapping[str, str],
+    problems: Problems,
+    pinned_ports: Mapping[str, int] | None = None,
 ) -> MacroResult:
-    """Substitute every macro in ``doc`` (SPEC 2.4), reporting problems into ``problems``."""
+    """Substitute every macro in ``doc`` (SPEC 2.4), reporting problems into ``problems``.
+
+    Args:
+        pinned_ports: model id -> ``${PORT}`` it must keep (a reload keeps a running model's
+            port); the other models are numbered from ``start_port`` as usual, skipping these.
+    """
     global_defs = _definitions(doc.get("macros"), ("macros",), False, problems)
     global_macros = _evaluate([attrs.evolve(m) for m in global_defs], problems, report_all=True)
     top = _Context(global_macros, environ, problems)
@@ -299,7 +323,7 @@ def expand_macros(
     if not isinstance(start, int) or isinstance(start, bool):
         start = DEFAULT_START_PORT  # the typing pass reports it; number the ports anyway
     users = sorted(m for m, scope in scopes.items() if _uses_port(models[m].get("cmd"), scope))
-    ports = {model_id: start + offset for offset, model_id in enumerate(users)}
+    ports = _number_ports(users, start, pinned_ports or {})
 
     expanded: dict[str, Any] = {}
     for model_id, table in models.items():

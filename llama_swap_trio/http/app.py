@@ -53,6 +53,7 @@ from llama_swap_trio.http.loading import serve_with_loading_state
 from llama_swap_trio.http.logs import STREAM_PREFIX, LogViews
 from llama_swap_trio.http.models_list import models_list, running_list
 from llama_swap_trio.http.pool import ClientPool
+from llama_swap_trio.http.reload_api import reload_handler
 from llama_swap_trio.http.request import (
     UPSTREAM_PREFIX,
     ClientDisconnected,
@@ -134,6 +135,7 @@ def create_app(
     shutting_down: Callable[[], bool],
     observe: Observability | None = None,
     listen_host: str | None = None,
+    reload: Callable[[], Awaitable[Mapping[str, object]]] | None = None,
 ) -> ASGIApp:
     """The daemon's ASGI application.
 
@@ -147,10 +149,11 @@ def create_app(
         observe: the daemon's request tracker, metrics and history (default: a fresh one).
         listen_host: the host the daemon listens on (the ``Host`` rule of
             :mod:`.browser_safety`); None leaves that rule off.
+        reload: ``POST /api/config/reload`` (SPEC 6.4): reloads, returns the ``reload`` event.
     """
     if observe is None:
         observe = Observability(bus, lambda: router.snapshot())
-    return App(
+    app = App(
         config,
         router,
         pool,
@@ -160,6 +163,9 @@ def create_app(
         observe,
         listen_host,
     )
+    if reload is not None:
+        app.add_route("/api/config/reload", frozenset({"POST"}), reload_handler(reload))
+    return app
 
 
 class App:
@@ -213,6 +219,10 @@ class App:
             (LOAD_PREFIX, frozenset({"POST"}), self._load_one),
             (STREAM_PREFIX, get, self._log_stream),
         )
+
+    def add_route(self, path: str, methods: frozenset[str], handler: Handler) -> None:
+        """Serve ``path`` (exactly) with ``handler``, behind the same key and CORS rules."""
+        self._routes[path] = (methods, handler)
 
     # -- ASGI entry --------------------------------------------------------------------------------
 

@@ -158,9 +158,29 @@ class _Shutdown:
     refusal: Callable[[], ProxyError]
 
 
+@attrs.frozen
+class _Reconfigure:
+    config: Config
+    upstreams: Mapping[str, UpstreamLike]
+    restarted: tuple[str, ...]
+    removed: tuple[str, ...]
+    done: trio.Event
+
+
 _Message = (
-    _NewRequest | _Cancel | _ServeDone | _LoadDone | _Unload | _StopDone | _Shutdown | UpstreamEvent
+    _NewRequest
+    | _Cancel
+    | _ServeDone
+    | _LoadDone
+    | _Unload
+    | _StopDone
+    | _Shutdown
+    | _Reconfigure
+    | UpstreamEvent
 )
+
+#: how long a model a reload changed or removed may finish its requests in flight (SPEC 6.4)
+RETIRE_DRAIN_SECONDS = 5.0
 
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -212,7 +232,13 @@ class _Effects:
         self._router._bus.publish({"type": "queue", "queue": entries})
 
     def in_flight_changed(self, model: str, count: int) -> None:
-        self._router._upstreams[model].set_in_flight(count)
+        upstream = self._router._upstreams.get(model)
+        if upstream is not None:  # None: a reload removed it, its last requests end
+            upstream.set_in_flight(count)
+        if count <= 0:
+            drained = self._router._drained.pop(model, None)
+            if drained is not None:
+                drained.set()
 
 
 class Router:
@@ -236,6 +262,7 @@ class Router:
         self._scheduler = Scheduler(config.models, self._swapper, _Effects(self))
         if isinstance(self._swapper, MemorySwapper):
             self._swapper.bind(self._scheduler, measured)
+        self._measured = measured
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[_Message](math.inf)
         self._rids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
@@ -248,6 +275,8 @@ class Router:
         self._queued = 0
         #: why each model is being stopped, until its ``stopping`` state is published
         self._stop_reasons: dict[str, str] = {}
+        #: set when a model a reload retires has no request in flight any more
+        self._drained: dict[str, trio.Event] = {}
 
     # ------------------------------------------------------------ public API
 
@@ -312,6 +341,26 @@ class Router:
             return self._upstreams[model_id]
         except KeyError:
             raise errors.model_not_found(model_id) from None
+
+    def reconfigure(
+        self,
+        config: Config,
+        upstreams: Mapping[str, UpstreamLike],
+        *,
+        restarted: tuple[str, ...],
+        removed: tuple[str, ...],
+        done: trio.Event,
+    ) -> None:
+        """A reload (SPEC 6.4): decide with ``config`` from now on. Non-blocking.
+
+        Args:
+            upstreams: the new Upstreams of added and restarted models (the others are kept).
+            restarted, removed: their current Upstreams are retired: stopped once their requests
+                in flight are done (at most :data:`RETIRE_DRAIN_SECONDS`).
+            done: set when every retired Upstream has stopped.
+        """
+        if not self._post(_Reconfigure(config, upstreams, restarted, removed, done)):
+            done.set()  # the router is gone: the daemon's teardown ends the processes
 
     def begin_shutdown(self, refusal: Callable[[], ProxyError] = errors.shutting_down) -> None:
         """From now on refuse everything with 503; waiters are answered at once. Non-blocking.
@@ -417,6 +466,8 @@ class Router:
             case _Shutdown(refusal):
                 self._closing = True
                 scheduler.shutdown(refusal)
+            case _Reconfigure():
+                self._reconfigure(message)
             case StateChanged():
                 self._state_changed(message)
             case IdleExpired(model):
@@ -428,7 +479,9 @@ class Router:
                     # The timer reports once per idle period: ask for a new one, or a report
                     # declined now (a load of it under way, a request queued for it that then
                     # left) would be the last and the model would never be unloaded by TTL.
-                    self._upstreams[model].rearm_idle()
+                    upstream = self._upstreams.get(model)
+                    if upstream is not None:  # None: removed by a reload, being retired
+                        upstream.rearm_idle()
             case LogLine():
                 pass
 
@@ -534,7 +587,8 @@ class Router:
         self._bus.publish(event)
         # A failed start is reported before the teardown of a group its server left behind; the
         # upstream's stopped notice, which follows this message, ends that.
-        still_stopping = self._upstreams[target].state == UpstreamState.STOPPING
+        upstream = self._upstreams.get(target)
+        still_stopping = upstream is not None and upstream.state == UpstreamState.STOPPING
         self._scheduler.load_done(target, proxy_error, seconds, still_stopping=still_stopping)
 
     def _proxy_error(self, error: StartFailed) -> ProxyError:
@@ -543,6 +597,29 @@ class Router:
         if error.reason == "cancelled":
             return self._refusal() if self._closing else errors.model_unloaded(error.model)
         return errors.upstream_error(error.model, str(error))
+
+    def _reconfigure(self, message: _Reconfigure) -> None:
+        assert self._swaps is not None
+        retiring = {m: self._upstreams[m] for m in (*message.restarted, *message.removed)}
+        tickets = {m: self._tickets[m] for m in retiring if m in self._tickets}
+        for ticket in tickets.values():
+            ticket.aborted = True  # a load of the old definition under way: do not start it
+        self._config = message.config
+        self._upstreams = {
+            m: self._upstreams[m] for m in message.config.models if m not in message.upstreams
+        }
+        self._upstreams.update(message.upstreams)
+        config = message.config
+        self._swapper = with_memory(swapper_for(config), config.models, config.gpu_memory)
+        if isinstance(self._swapper, MemorySwapper):
+            self._swapper.bind(self._scheduler, self._measured)
+        self._scheduler.reconfigure(
+            message.config.models,
+            self._swapper,
+            restarted=message.restarted,
+            removed=message.removed,
+        )
+        self._swaps.start_soon(self._retire, retiring, tickets, message.done, name="reload")
 
     def _start_stop(
         self, models: Collection[str], reply: trio.MemorySendChannel[list[str]] | None
@@ -604,8 +681,56 @@ class Router:
 
     async def _stop_quietly(self, model: str, evict: bool = False) -> None:
         """Stop ``model``; ``evict``: to make room for a load (a model may sleep instead)."""
+        upstream = self._upstreams.get(model)
+        if upstream is None:  # removed by a reload, which retires it
+            return
         try:
-            upstream = self._upstreams[model]
             await (upstream.evict() if evict else upstream.stop())
         except Exception:
             log.exception("stopping %s raised", model)
+
+    async def _retire(
+        self,
+        retiring: Mapping[str, UpstreamLike],
+        tickets: Mapping[str, _Ticket],
+        done: trio.Event,
+    ) -> None:
+        """Stop the Upstreams a reload retires, each once its requests in flight are done."""
+        try:
+            async with trio.open_nursery() as nursery:
+                for model, upstream in sorted(retiring.items()):
+                    nursery.start_soon(self._retire_one, model, upstream, tickets.get(model))
+            self._post(_StopDone(frozenset(retiring), None))
+        finally:
+            done.set()
+
+    async def _retire_one(self, model: str, upstream: UpstreamLike, ticket: _Ticket | None) -> None:
+        count = self._scheduler.in_flight(model)
+        if count:
+            log.info(
+                "reload: %s: waiting up to %g s for %d request(s) in flight",
+                model,
+                RETIRE_DRAIN_SECONDS,
+                count,
+            )
+            drained = self._drained.setdefault(model, trio.Event())
+            with trio.move_on_after(RETIRE_DRAIN_SECONDS):
+                await drained.wait()
+            left = self._scheduler.in_flight(model)
+            if left:
+                log.warning("reload: %s: %d request(s) in flight are cut", model, left)
+        log.info("reload: stopping the old process of %s", model)
+        if upstream.state in (UpstreamState.READY, UpstreamState.STARTING):
+            self._stop_reasons[model] = "reload"  # evictions_total{reason="reload"}
+        await _stop_upstream(model, upstream)
+        if ticket is not None:
+            # its start may have won the race with our stop: once the load is over, stop again
+            await ticket.finished.wait()
+            await _stop_upstream(model, upstream)
+
+
+async def _stop_upstream(model: str, upstream: UpstreamLike) -> None:
+    try:
+        await upstream.stop()
+    except Exception:
+        log.exception("stopping %s raised", model)

@@ -435,6 +435,49 @@ class Scheduler:
         self._drain()
         self._after()
 
+    def reconfigure(
+        self,
+        models: Mapping[str, ModelConfig],
+        swapper: Swapper,
+        *,
+        restarted: Collection[str],
+        removed: Collection[str],
+    ) -> None:
+        """A reload (SPEC 6.4): from now on decide with ``models`` and ``swapper``.
+
+        Kept models keep everything (ready, in flight, queue). Restarted and removed ones count as
+        stopping until the caller reports ``stop_done`` for them (their old process is retired
+        once its requests in flight are done). Requests waiting for a restarted model stay (a
+        load of its old definition under way is abandoned and its waiters queue again), so the
+        new definition serves them; those for a removed one get 503 ``config_reloaded``.
+        """
+        self._models = models
+        self._swapper = swapper
+        retiring = set(restarted) | set(removed)
+        for name in sorted(retiring):
+            load = self._loads.get(name)
+            if load is not None and not load.cancelled:
+                load.cancelled = True
+                waiters, load.waiters = load.waiters, []
+                for req in waiters:
+                    del self._waiting[req.rid]
+                    req.load = None
+                    if name in removed:
+                        self._refuse(req, errors.config_reloaded(name))
+                    else:
+                        req.priority = models[name].priority
+                        self._enqueue(req)
+            for req in [r for r in self._queued if r.model in removed and r.model == name]:
+                self._queued.remove(req)
+                del self._waiting[req.rid]
+                self._refuse(req, errors.config_reloaded(name))
+            self._stopping[name] += 1
+            self._ready.discard(name)
+            self._exiting.discard(name)
+            self._sleeping.discard(name)
+        self._drain()
+        self._after()
+
     def shutdown(self, refusal: Callable[[], ProxyError] = errors.shutting_down) -> None:
         """Refuse every waiting request with 503 at once; from now on refuse everything.
 

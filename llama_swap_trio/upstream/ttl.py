@@ -51,17 +51,21 @@ class IdleTimer:
         self._in_flight = count
         self._wake()
 
+    def set_ttl(self, ttl: float) -> None:
+        """A reload changed the ttl: it applies to the idle period under way."""
+        self._ttl = ttl
+        self._wake()
+
     def _wake(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
 
     async def run(self) -> None:
         """Watch until cancelled (the caller runs this only while the model is ready)."""
-        if self._ttl <= 0:
-            return
         while True:
             changed = self._changed
-            if self._in_flight > 0 or self._reported:
+            # ttl 0 = never; a reload may set one later (set_ttl wakes us)
+            if self._ttl <= 0 or self._in_flight > 0 or self._reported:
                 await changed.wait()
                 continue
             with trio.move_on_at(self._idle_since + self._ttl):

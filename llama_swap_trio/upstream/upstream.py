@@ -134,13 +134,16 @@ class Upstream(UpstreamLike):
         logs: LogBuffer,
         guard: ProcessGuard | None = None,
         start_gate: trio.Event | None = None,
+        generation: int = 0,
     ) -> None:
         """Nothing runs until :meth:`run`.
 
         Args:
             start_gate: no process is spawned before this event is set. A configuration reload
-                passes "the previous configuration's processes are all gone", so the new process
-                never shares a ``${PORT}`` with an old one that is still stopping.
+                passes "the processes it retires are all gone", so the new process never shares
+                a ``${PORT}`` with an old one that is still stopping.
+            generation: where :attr:`generation` counts from: a model restarted by a reload
+                continues its predecessor's count, so no pooled connection is ever reused.
         """
         self._model = model
         self._health_timeout = health_check_timeout
@@ -150,7 +153,7 @@ class Upstream(UpstreamLike):
         self._start_gate = start_gate
         self._target = Target.parse(model.proxy)
         self._state = S.STOPPED
-        self._generation = 0
+        self._generation = generation
         self._attempt: _Attempt | None = None
         self._nursery: trio.Nursery | None = None
         self._closing = False
@@ -316,6 +319,15 @@ class Upstream(UpstreamLike):
 
     def set_in_flight(self, count: int) -> None:
         self._timer.set_in_flight(count)
+
+    def reconfigure(self, model: ModelConfig, *, health_check_timeout: float) -> None:
+        """A reload kept this model (same launch definition): take its other settings at once.
+
+        The running process is untouched; ``ttl`` applies to the idle period under way.
+        """
+        self._model = model
+        self._health_timeout = health_check_timeout
+        self._timer.set_ttl(model.ttl)
 
     def rearm_idle(self) -> None:
         self._timer.arm()

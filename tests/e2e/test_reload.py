@@ -91,7 +91,7 @@ async def test_watched_file_edit_adds_a_model_and_restarts_a_changed_one_after_t
             return "b" in await listed(client)
 
         await wait_until(has_b)
-        await daemon.wait_for_line("configuration 2 loaded (added: b; changed: a)")
+        await daemon.wait_for_line("configuration 2 loaded: kept: -; restarted: a; added: b")
         again = await served_by(client, "a")
         daemon.note_upstreams()
         assert again["served_by"] == "a"
@@ -247,3 +247,127 @@ async def test_a_stream_longer_than_the_drain_bound_is_cut_and_the_new_process_s
         assert (await served_by(client, "a"))["served_by"] == "a"
         daemon.note_upstreams()
     assert_no_port_shared(events)
+
+
+def side_by_side(
+    port: int, events: Path, models: dict[str, tuple[str, ...]], extra: str = ""
+) -> str:
+    """``config_text`` with every model in one group that runs them all at once."""
+    ids = ", ".join(json.dumps(m) for m in models)
+    return (
+        config_text(port, events, models)
+        + extra
+        + f"\n[routing.groups.all]\nswap = false\nmembers = [{ids}]\n"
+    )
+
+
+async def test_api_reload_restarts_a_changed_cmd_and_keeps_a_model_whose_description_changed(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    # given a and b running side by side, each streaming 20 chunks 0.1 s apart
+    events = tmp_path / "events"
+    port = free_port()
+    slow = ("--tokens", "20", "--token-interval", "0.1")
+    daemon = await start_daemon(side_by_side(port, events, {"a": slow, "b": slow}))
+    async with daemon.client() as client:
+        pids = {m: (await served_by(client, m))["pid"] for m in ("a", "b")}
+        daemon.note_upstreams()
+        ends: dict[str, list[str]] = {}
+        async with trio.open_nursery() as nursery:
+
+            async def stream(model: str, started: trio.Event) -> None:
+                async with client.stream(
+                    "POST", "/v1/chat/completions", json=chat(model, stream=True)
+                ) as r:
+                    lines = r.aiter_lines()
+                    ends[model] = [await lines.__anext__()]
+                    started.set()
+                    try:
+                        ends[model] += [line async for line in lines if line.startswith("data:")]
+                    except httpx.HTTPError:
+                        ends[model].append("cut")
+
+            for model in ("a", "b"):
+                started = trio.Event()
+                nursery.start_soon(stream, model, started)
+                await started.wait()
+
+            # when a's cmd and b's description change, and the reload is asked for by API
+            daemon.config_path.write_text(
+                side_by_side(
+                    port, events, {"a": (*slow, "--tokens", "21"), "b": slow}, 'description = "B"\n'
+                )
+            )
+            answer = await client.post("/api/config/reload")
+        # then the answer says so, and b's stream completed on its process
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {
+            "type": "reload",
+            "ok": True,
+            "kept": ["b"],
+            "restarted": ["a"],
+            "added": [],
+            "removed": [],
+        }
+        assert ends["b"][-1] == "data: [DONE]"
+        assert len(ends["b"]) >= 21
+        # a's old stream (2 s long) finished within the 5 s drain as well
+        assert ends["a"][-1] == "data: [DONE]"
+        again = {m: (await served_by(client, m))["pid"] for m in ("a", "b")}
+        daemon.note_upstreams()
+        assert again["b"] == pids["b"]
+        assert again["a"] != pids["a"]
+        listed_b = [e for e in (await client.get("/v1/models")).json()["data"] if e["id"] == "b"]
+        assert listed_b[0]["description"] == "B"
+    starts = [pid for name, model, pid, _ in read_events(events) if name == "start"]
+    assert len(starts) == 3  # a, b, and a again
+
+
+async def test_api_reload_stops_a_removed_model_and_refuses_it_from_then_on(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    events = tmp_path / "events"
+    port = free_port()
+    daemon = await start_daemon(side_by_side(port, events, {"a": (), "b": ()}))
+    async with daemon.client() as client:
+        pid_b = (await served_by(client, "b"))["pid"]
+        pid_a = (await served_by(client, "a"))["pid"]
+        daemon.note_upstreams()
+
+        daemon.config_path.write_text(side_by_side(port, events, {"a": ()}))
+        answer = await client.post("/api/config/reload")
+
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["removed"] == ["b"]
+        assert answer.json()["kept"] == ["a"]
+
+        async def b_exited() -> bool:
+            return any(n == "exit" and p == pid_b for n, _, p, _ in read_events(events))
+
+        await wait_until(b_exited)
+        assert await listed(client) == {"a"}
+        refused = await client.post("/v1/chat/completions", json=chat("b"))
+        assert refused.status_code == 404
+        assert (await served_by(client, "a"))["pid"] == pid_a
+
+
+async def test_api_reload_of_an_invalid_file_answers_400_and_keeps_the_old_config(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    events = tmp_path / "events"
+    port = free_port()
+    daemon = await start_daemon(config_text(port, events, {"a": ()}))
+    async with daemon.client() as client:
+        pid_a = (await served_by(client, "a"))["pid"]
+        daemon.note_upstreams()
+
+        daemon.config_path.write_text(config_text(port, events, {"a": ()}) + "tll = 5\n")
+        answer = await client.post("/api/config/reload")
+
+        assert answer.status_code == 400
+        body = answer.json()
+        assert body["type"] == "reload"
+        assert body["ok"] is False
+        assert any("models.a.tll" in line for line in body["errors"])
+        assert (await served_by(client, "a"))["pid"] == pid_a
+        assert await listed(client) == {"a"}

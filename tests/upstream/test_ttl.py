@@ -91,3 +91,28 @@ async def test_ttl_zero_never_reports(autojump_clock: trio.abc.Clock) -> None:
         await timer.run()
         await trio.sleep_forever()
     assert fired.at == []
+
+
+async def test_a_ttl_set_by_a_reload_applies_to_the_idle_period_under_way(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # given a timer with no ttl, idle since t0
+    fired = Expiries()
+    timer = IdleTimer(0, fired)
+    t0 = trio.current_time()
+    timer.arm()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timer.run)
+        await trio.sleep(100)
+        assert fired.at == []
+        # when a reload sets a ttl of 60 s: the model has been idle for longer already
+        timer.set_ttl(60)
+        await trio.sleep(1)
+        # then it reports at once; and a ttl of 0 again silences it
+        assert len(fired.at) == 1
+        assert fired.at[0] - t0 == 100
+        timer.set_ttl(0)
+        timer.arm()
+        await trio.sleep(1000)
+        assert len(fired.at) == 1
+        nursery.cancel_scope.cancel()
