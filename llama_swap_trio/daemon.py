@@ -4,7 +4,8 @@
 
     daemon nursery
     ├── signal watcher        first SIGINT/SIGTERM: graceful shutdown; second: no more waiting;
-    │                         SIGHUP: reload the configuration
+    │                         SIGHUP: reload the configuration, unless the daemon's terminal
+    │                         hung up (hangup.py): then as SIGTERM
     ├── config file watcher   with --watch-config: polls the file, reloads when it changed
     ├── generations nursery   the Runtime (generation.py): every Upstream, the router, the
     │                         connection pool and preload, for the daemon's whole life; a reload
@@ -45,6 +46,7 @@ from llama_swap_trio.edge import server
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.feed.logs import FeedLogHandler, Redactor
 from llama_swap_trio.generation import Dispatcher, Generation, Runtime, Shared
+from llama_swap_trio.hangup import HangupDetector
 from llama_swap_trio.http.asgi import ASGIApp
 from llama_swap_trio.logbuffer import LogBuffer
 from llama_swap_trio.observe import Observability
@@ -117,6 +119,7 @@ async def _watch_signals(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    hangup = HangupDetector()  # before the receiver: it replaces an ignored SIGHUP (nohup)
     # The receiver stays open for the daemon's whole life, so a second Ctrl-C is a signal we
     # handle, not a KeyboardInterrupt (research/python-stack.md 1.4).
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
@@ -124,9 +127,11 @@ async def _watch_signals(
         first = True
         async for signum in signals:
             name = signal.Signals(signum).name
-            if signum == signal.SIGHUP:
+            if signum == signal.SIGHUP and not hangup.terminal_hung_up():
                 on_hangup()
             elif first:
+                if signum == signal.SIGHUP:
+                    name = "SIGHUP: the terminal is gone"
                 log.info("%s: shutting down", name)
                 on_first()
                 first = False

@@ -110,7 +110,10 @@ class _Notices:
             line = f"[{event.model}] {event.line}"
             self._shared.upstream_logs.append(line)
             if self._echo:
-                print(line, flush=True)
+                try:
+                    print(line, flush=True)
+                except OSError:  # stdout gone (its terminal hung up): the buffers still have it
+                    pass
             self._shared.bus.publish(upstream_log_event(event.model, event.line, self._redact))
             return
         if isinstance(event, StateChanged):

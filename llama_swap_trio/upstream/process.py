@@ -6,7 +6,14 @@ The rules (ARCHITECTURE rule 5, research/python-stack.md section 3):
    and whatever it forks are signalled together: ``killpg``, never ``kill``.
 2. Its stdout and stderr are read all the time: a chatty server must never block on a full pipe.
    Lines are capped in length, so a server that never prints a newline cannot grow our memory.
-3. Ending a group waits for the direct child (``Process.wait``) and then for every live member of
+3. No process the guard does not know (SPEC 6.4, "no orphan in the fork window"): an upstream is
+   started by :func:`spawn_gated`, whose child is a tiny ``/bin/sh`` launcher that blocks reading
+   a go-ahead line on its stdin (a pipe only the daemon can write) and only then execs the
+   command, in the same process (same pid and start time). The daemon sends the go-ahead once it
+   has recorded the pid with the watchdog and the state file. If the daemon dies first (SIGKILL
+   while the worker thread forks), the kernel closes the pipe, ``read`` sees EOF and the launcher
+   exits without running anything. It costs about a millisecond per start (benchmarks/launcher.py).
+4. Ending a group waits for the direct child (``Process.wait``) and then for every live member of
    the group (zombies ignored, see :mod:`.procfs`). It never waits for pipe EOF: a grandchild may
    hold the pipes (llama-swap's v219 "stop hangs" regression); the caller drains them for a short,
    bounded time after the group is gone.
@@ -14,8 +21,10 @@ The rules (ARCHITECTURE rule 5, research/python-stack.md section 3):
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +71,73 @@ async def spawn(argv: Sequence[str], env: Mapping[str, str]) -> trio.Process:
         env=dict(env),
         start_new_session=True,
     )
+
+
+#: the launcher (rule 3): wait for the go-ahead line on stdin, then become the command with
+#: stdin on /dev/null as before; EOF (the daemon died before it sent it) exits instead
+_LAUNCHER = 'read -r _ || exit 111; exec "$0" "$@" </dev/null'
+#: the exit status of a launcher that never got its go-ahead
+NO_GO_AHEAD = 111
+
+
+class GoAhead:
+    """The daemon's end of a launcher's go-ahead pipe. Closing it unsent makes the launcher exit."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def send(self) -> None:
+        """Let the command run (one byte into an empty pipe: never blocks)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.write(fd, b"\n")
+        except OSError:
+            pass  # the launcher is gone already: its exit is reported like any other
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _check_runnable(program: str, env: Mapping[str, str]) -> None:
+    """Raise what ``Popen`` would for a command that cannot run, before the launcher exists."""
+    if shutil.which(program, path=env.get("PATH", os.defpath)) is not None:
+        return
+    if os.sep in program and os.path.exists(program):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
+async def spawn_gated(argv: Sequence[str], env: Mapping[str, str]) -> tuple[trio.Process, GoAhead]:
+    """Start ``argv`` like :func:`spawn`, held by the launcher until ``GoAhead.send`` (rule 3).
+
+    Raises:
+        OSError: the command could not be started (not found, not executable...).
+    """
+    if not argv:
+        raise ValueError("empty command")
+    _check_runnable(argv[0], env)
+    read_fd, write_fd = os.pipe()  # both close-on-exec; the child gets read_fd as its stdin
+    try:
+        proc = await trio.lowlevel.open_process(
+            ["/bin/sh", "-c", _LAUNCHER, *argv],
+            stdin=read_fd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(write_fd)
+        raise
+    finally:
+        os.close(read_fd)
+    return proc, GoAhead(write_fd)
 
 
 async def pump_lines(

@@ -63,7 +63,7 @@ from llama_swap_trio.upstream.process import (
     OnLine,
     child_env,
     pump_lines,
-    spawn,
+    spawn_gated,
     terminate_group,
 )
 from llama_swap_trio.upstream.procfs import group_alive
@@ -419,18 +419,19 @@ class Upstream(UpstreamLike):
                 f"another process; not starting {model.id} (is an old server still running?)",
             )
         try:
-            proc = await spawn(model.argv, child_env(model.env))
+            proc, go_ahead = await spawn_gated(model.argv, child_env(model.env))
         except (OSError, ValueError) as exc:  # ValueError: Popen refuses e.g. a NUL byte
             raise StartFailed(
                 model.id, "spawn", f"[{model.id}] cannot run {model.argv[0]!r}: {exc}"
             ) from exc
         # No await between the spawn and these lines: the process is always known to the teardown
-        # and to the guard.
+        # and to the guard; only then may it run the command (the launcher waits until then).
         attempt.proc = proc
         if self._guard is not None:
             self._guard.register(
                 proc.pid, proc.pid, model.argv, model=model.id, grace=float(model.unload_timeout)
             )
+        go_ahead.send()
         pumps.start_soon(self._pump, attempt, proc)
         log.info("[%s] started pid %d: %s", model.id, proc.pid, model.cmd)
 
