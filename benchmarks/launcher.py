@@ -1,4 +1,4 @@
-"""What the go-ahead launcher adds to an upstream's start (SPEC 6.4, "no orphan in the fork window").
+"""What the go-ahead launcher adds to an upstream's start (SPEC 6.4, no orphan in the fork window).
 
 Spawns a command that exits at once, ``ROUNDS`` times each way, interleaved (so both share the
 machine's noise): plainly (``spawn``) and held by the launcher, released at once

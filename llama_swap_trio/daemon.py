@@ -228,7 +228,16 @@ async def serve(
 
             def begin_shutdown() -> None:
                 if dispatcher.current is not None:
-                    dispatcher.current.router.begin_shutdown()
+                    router = dispatcher.current.router
+                    in_flight = sum(m.in_flight for m in router.snapshot().models)
+                    if in_flight and not graceful.is_set():
+                        # say it now: the wait that follows is otherwise 5 s of silence
+                        log.info(
+                            "waiting up to %g s for %d in-flight responses",
+                            GRACEFUL_SECONDS,
+                            in_flight,
+                        )
+                    router.begin_shutdown()
                 # feed connections flush and close (1001) now, so they never hold up the drain
                 bus.close()
                 graceful.set()

@@ -5,7 +5,9 @@ Two lines of defence, combined behind one small interface (``register`` / ``unre
 1. the watchdog process (:mod:`.watchdog`): when the daemon dies, even by SIGKILL, it ends every
    registered group within moments;
 2. the state file (:mod:`.statefile`): if both died, the next daemon on the same config ends the
-   leftovers at its start (only processes whose pid AND start time match the record).
+   leftovers at its start: a group whose leader still has the recorded pid AND start time, and a
+   group whose leader died while members of it live on (a ``sh -c 'server & wait'`` leader dies at
+   the first SIGTERM while a server that ignores it keeps the group and the port).
 
 Usage (the daemon)::
 
@@ -166,20 +168,57 @@ async def end_leftovers(path: Path) -> list[Entry]:
             f"another llama-swap-trio daemon (pid {record.daemon_pid}) is running with this "
             f"config (state file {path}); stop it first"
         )
-    leftovers = [
-        e for e in record.entries if e.start_time >= 0 and procfs.start_time(e.pid) == e.start_time
-    ]
+    leftovers: list[Entry] = []
+    for entry in record.entries:
+        if entry.start_time < 0:
+            continue
+        leader = procfs.start_time(entry.pid)
+        if leader == entry.start_time:
+            log.warning(
+                "ending leftover upstream of a previous daemon: model %r pid %d (%s)",
+                entry.model,
+                entry.pid,
+                " ".join(entry.argv),
+            )
+            leftovers.append(entry)
+        elif leader is None and (members := _orphaned_members(entry)):
+            log.warning(
+                "ending leftover process group %d of a previous daemon (model %r, %s): its "
+                "leader pid %d died, members %s live on",
+                entry.pgid,
+                entry.model,
+                " ".join(entry.argv),
+                entry.pid,
+                ", ".join(f"{pid} ({_name(pid)})" for pid in members),
+            )
+            leftovers.append(entry)
     if leftovers:
         async with trio.open_nursery() as nursery:
             for entry in leftovers:
-                log.warning(
-                    "ending leftover upstream of a previous daemon: model %r pid %d (%s)",
-                    entry.model,
-                    entry.pid,
-                    " ".join(entry.argv),
-                )
                 nursery.start_soon(_end_group, entry.pgid, min(entry.grace, LEFTOVER_MAX_GRACE))
     return leftovers
+
+
+def _orphaned_members(entry: Entry) -> list[int]:
+    """The live members of a recorded group whose leader is gone (SPEC 6.4).
+
+    Such a group is still ours: the kernel never hands out a pid (so never a new group of that
+    id) while a group with that id exists, so the group can only be the recorded one. Members
+    started before the recorded leader cannot be its descendants: they are left alone.
+    """
+    return [
+        pid
+        for pid in procfs.group_members(entry.pgid)
+        if (started := procfs.start_time(pid)) is not None and started >= entry.start_time
+    ]
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
 
 
 async def _end_group(pgid: int, grace: float) -> None:

@@ -209,7 +209,8 @@ async def terminate_group(
         proc: the group leader (pgid == pid).
         grace: seconds between the stop request and SIGKILL.
         stop_argv: the ``cmd_stop`` argv; when given, it is run (in its own group, with ``env``)
-            instead of sending SIGTERM, and killed if it is still running when we are done.
+            instead of sending SIGTERM. It may run to its end within ``grace`` even when the
+            group is gone first, and is killed if it still runs after that.
         env: the environment for ``stop_argv``.
         on_stop_output: receives the lines ``stop_argv`` prints.
 
@@ -219,19 +220,26 @@ async def terminate_group(
     pgid = proc.pid
     if proc.returncode is not None and not group_alive(pgid):
         return True
+    deadline = trio.current_time() + grace
+    stopped = trio.Event()
     async with trio.open_nursery() as nursery:
         if stop_argv:
             # The graceful request runs beside the wait, so a slow cmd_stop cannot stretch the
             # grace period (llama-swap sends its stop signal from a background task too).
             nursery.start_soon(
-                _run_stop_command, stop_argv, env or child_env({}), pgid, on_stop_output
+                _run_stop_command, stop_argv, env or child_env({}), pgid, on_stop_output, stopped
             )
         else:
             signal_group(pgid, signal.SIGTERM)
         gone = False
-        with trio.move_on_after(grace):
+        with trio.move_on_at(deadline):
             await wait_group_gone(proc, pgid)
             gone = True
+            if stop_argv:
+                # cmd_stop runs to its end even when the group is gone first (within the same
+                # grace): a multi-node stop script has more to do than end this process
+                # (llama-swap #827)
+                await stopped.wait()
         if not gone:
             log.warning("process group %d still alive after %.1f s: SIGKILL", pgid, grace)
             signal_group(pgid, signal.SIGKILL)
@@ -245,9 +253,23 @@ async def terminate_group(
 
 
 async def _run_stop_command(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    target_pgid: int,
+    on_output: OnLine | None,
+    done: trio.Event,
+) -> None:
+    """Run ``cmd_stop`` (``done`` is set when it ended); fall back to SIGTERM when it cannot
+    start. Killed when cancelled."""
+    try:
+        await _stop_command(argv, env, target_pgid, on_output)
+    finally:
+        done.set()
+
+
+async def _stop_command(
     argv: Sequence[str], env: Mapping[str, str], target_pgid: int, on_output: OnLine | None
 ) -> None:
-    """Run ``cmd_stop``; fall back to SIGTERM when it cannot start. Killed when cancelled."""
     try:
         proc = await spawn(argv, env)
     except (OSError, ValueError) as exc:  # ValueError: Popen refuses e.g. a NUL byte

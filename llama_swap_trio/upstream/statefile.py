@@ -6,9 +6,10 @@ Each entry records the leader's pid AND its start time (``/proc/<pid>/stat`` fie
 ended only when a process with that pid and that start time still exists, so a pid reused by an
 unrelated process is never touched.
 
-The file lives next to the config (``.<config-name>.llama-swap-trio.state.json``) when that
-directory is writable, else under ``$XDG_STATE_HOME/llama-swap-trio/`` (default
-``~/.local/state``). Writes are atomic: a temporary file in the same directory, then ``rename``.
+The file lives under ``$XDG_STATE_HOME/llama-swap-trio/`` (default ``~/.local/state``), named
+after the config file and a digest of its absolute path (``config.toml-<digest>.state.json``), so
+two daemons on two configs never share one and a checkout's directory stays clean. Writes are
+atomic: a temporary file in the same directory, then ``rename``.
 """
 
 from __future__ import annotations
@@ -31,9 +32,6 @@ FORMAT_VERSION = 1
 def state_file_path(config_path: str) -> Path:
     """Where the daemon running ``config_path`` records its upstreams."""
     config = Path(config_path).expanduser().absolute()
-    directory = config.parent
-    if directory.is_dir() and os.access(directory, os.W_OK | os.X_OK):
-        return directory / f".{config.name}.llama-swap-trio.state.json"
     base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     digest = hashlib.sha256(str(config).encode()).hexdigest()[:16]
     return base / "llama-swap-trio" / f"{config.name}-{digest}.state.json"

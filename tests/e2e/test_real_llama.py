@@ -44,9 +44,16 @@ def _built_paths() -> dict[str, str]:
 
 
 @pytest.fixture
-async def llama(start_daemon: StartDaemon) -> Daemon:
+def llama_paths() -> dict[str, str]:
+    """The built llama-server and models, or a skip with the reason. A plain fixture: a skip
+    raised inside an async (trio) one reaches pytest's summary as a bare ``Skipped``."""
+    return _built_paths()
+
+
+@pytest.fixture
+async def llama(start_daemon: StartDaemon, llama_paths: dict[str, str]) -> Daemon:
     """The daemon on config/llama-cpp.toml, the shipped example, with the tiny models."""
-    paths = _built_paths()
+    paths = llama_paths
     text = f"start_port = {free_port()}\n" + (ROOT / "config" / "llama-cpp.toml").read_text()
     return await start_daemon(text, env=paths)
 
@@ -165,9 +172,9 @@ async def test_props_slots_logs_and_the_feed_work_against_the_real_server(llama:
 
 
 async def test_loading_state_then_llama_servers_own_stream_in_one_response(
-    start_daemon: StartDaemon,
+    start_daemon: StartDaemon, llama_paths: dict[str, str]
 ) -> None:
-    paths = _built_paths()
+    paths = llama_paths
     text = (
         f"start_port = {free_port()}\nsend_loading_state = true\n"
         + (ROOT / "config" / "llama-cpp.toml").read_text()

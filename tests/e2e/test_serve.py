@@ -249,7 +249,11 @@ async def test_ctrl_c_or_sigterm_with_running_models_and_an_open_stream_exits_0_
         groups = daemon.note_upstreams()
         assert len(groups) >= 2
         async with client.stream("POST", "/v1/chat/completions", json=chat("a", stream=True)) as r:
-            await first_data_line(r)
+            lines = r.aiter_lines()  # kept open: the stream stays in flight
+            while not (await lines.__anext__()).startswith("data: {"):
+                pass
             daemon.signal(signum)
+            # the wait for the stream is announced at once, not after it
+            await daemon.wait_for_line("waiting up to 5 s for 1 in-flight responses", 3)
     assert await daemon.wait_exit() == 0
     assert not daemon.live_upstream_groups()

@@ -193,19 +193,25 @@ async def test_registering_records_the_group_in_the_state_file(
         assert record.entries == ()
 
 
-def test_state_file_lives_next_to_the_config(tmp_path: Path) -> None:
-    config = tmp_path / "models.toml"
-    assert state_file_path(str(config)) == tmp_path / ".models.toml.llama-swap-trio.state.json"
-
-
-def test_state_file_falls_back_to_xdg_state_home(
+def test_state_file_lives_under_xdg_state_home_keyed_by_the_config_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(os, "access", lambda *a, **k: False)
-    path = state_file_path(str(tmp_path / "ro" / "models.toml"))
-    assert path.parent == tmp_path / "xdg" / "llama-swap-trio"
-    assert path.name.startswith("models.toml-")
+    one = state_file_path(str(tmp_path / "a" / "models.toml"))
+    other = state_file_path(str(tmp_path / "b" / "models.toml"))
+    assert one.parent == tmp_path / "xdg" / "llama-swap-trio"
+    assert one.name.startswith("models.toml-")
+    assert one != other  # two daemons on two configs never share a state file
+    assert not (tmp_path / "a").exists()  # nothing beside the config
+
+
+def test_state_file_defaults_to_the_local_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = state_file_path(str(tmp_path / "models.toml"))
+    assert path.parent == tmp_path / "home" / ".local" / "state" / "llama-swap-trio"
 
 
 async def test_slow_upstream_idle_over_10s_is_not_killed_by_parent_death_protection(
@@ -243,3 +249,47 @@ async def test_kill_all_ends_every_registered_group_at_once(
         await wait_until(lambda: group_gone(pid), timeout=3)
         await wait_until(lambda: guard.registered == (), timeout=3)
         assert trio.current_time() - t0 < 3
+
+
+def _group_outliving_its_recorded_leader(state: Path) -> tuple[int, int, Entry]:
+    """A leader recorded in ``state`` that has exited (and been reaped), whose group lives on in
+    a member ignoring SIGTERM; returns the leader's pid, the member's and the entry."""
+    leader = subprocess.Popen(
+        ["sh", "-c", '(trap "" TERM; exec sleep 1000) & echo $!; read _'],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert leader.stdout is not None
+    assert leader.stdin is not None
+    member = int(leader.stdout.readline())
+    leader.stdout.close()
+    started = procfs.start_time(leader.pid)
+    assert started is not None
+    entry = Entry(pid=leader.pid, pgid=leader.pid, start_time=started, argv=("sh",), grace=0.5)
+    write_state(state, 999_999_999, None, [entry])
+    leader.stdin.close()
+    leader.wait(timeout=10)  # reaped: no process with its pid remains
+    return leader.pid, member, entry
+
+
+async def test_a_recorded_group_whose_leader_died_is_ended_when_members_live_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kill_groups: list[int]
+) -> None:
+    # given a `sh -c 'server & wait'`-like leader whose server ignores SIGTERM, recorded in a
+    # state file, and then the leader dies (as it does at the first SIGTERM of a stop)
+    leader, member, entry = _group_outliving_its_recorded_leader(tmp_path / "state.json")
+    kill_groups.append(leader)
+    state = tmp_path / "state.json"
+    assert procfs.group_members(leader) == [member]
+
+    # when a new daemon ends the leftovers
+    with caplog.at_level("WARNING"):
+        ended = await end_leftovers(state)
+
+    # then the group is ended (SIGKILL after its grace), and the log says what was ended
+    assert ended == [entry]
+    await wait_until(lambda: group_gone(leader), timeout=10)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert f"leader pid {leader} died" in said
+    assert f"{member} (sleep)" in said

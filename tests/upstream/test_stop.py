@@ -235,3 +235,40 @@ async def test_ttl_expiry_is_reported_not_acted_on(nursery: trio.Nursery) -> Non
     assert trio.current_time() - t0 >= 0.9
     assert h.upstream.state is S.READY
     assert not any(isinstance(e, StateChanged) and e.state is S.STOPPING for e in h.events)
+
+
+async def test_cmd_stop_runs_to_its_end_after_the_group_is_gone_and_its_output_is_logged(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # given a cmd_stop that ends the server at once, then has more to do (a multi-node script)
+    out = tmp_path / "stop.txt"
+    port = free_port()
+    touch = shlex.quote(str(out))
+    script = f"kill -TERM ${{PID}}; sleep 1; echo second node stopped; touch {touch}"
+    model = make_model(
+        fake_argv(port), port=port, cmd_stop=shlex.join(["sh", "-c", script]), unload_timeout=10
+    )
+    h = await open_upstream(nursery, model)
+    await h.upstream.start()
+    # when stopped
+    await h.upstream.stop()
+    # then the stop returned only once cmd_stop had finished, and its output is in the model's log
+    assert out.exists()
+    assert "second node stopped" in h.logs.lines()
+
+
+async def test_cmd_stop_that_outlasts_the_grace_is_killed(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    out = tmp_path / "stop.txt"
+    port = free_port()
+    script = f"kill -TERM ${{PID}}; sleep 30; touch {shlex.quote(str(out))}"
+    model = make_model(
+        fake_argv(port), port=port, cmd_stop=shlex.join(["sh", "-c", script]), unload_timeout=1
+    )
+    h = await open_upstream(nursery, model)
+    await h.upstream.start()
+    t0 = trio.current_time()
+    await h.upstream.stop()
+    assert trio.current_time() - t0 < 5
+    assert not out.exists()
