@@ -31,7 +31,7 @@ def warm(label: str) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for c, per in data["summary"].items():
-        for name in ("direct", "nginx-proxy", "hello", "baseline", "proxy"):
+        for name in ("direct", "nginx-proxy", "go-proxy", "hello", "baseline", "proxy"):
             if name in per:
                 r = per[name]
                 out.append(
@@ -68,6 +68,13 @@ def stream(label: str) -> list[str]:
             continue
         d, p = row["direct"], row["proxy"]
         hello = row.get("hello", {}).get("proxy_cpu_us_per_event")
+        go = row.get("go-proxy")
+        if go is not None:
+            out.append(
+                f"| {key.split()[0]} (go-proxy) | | {go['p50_ms']:.2f} / {go['p99_ms']:.2f} | "
+                f"{go['p50_ms'] - d['p50_ms']:.2f} / {go['p99_ms'] - d['p99_ms']:.2f} | "
+                f"{go['proxy_cpu_us_per_event']:.0f} | |"
+            )
         base = row.get("baseline")
         if base is not None:
             out.append(
@@ -83,7 +90,7 @@ def stream(label: str) -> list[str]:
         )
     bulk = ", ".join(
         f"{name} **{s[f'bulk {name} MB/s']:.0f} MB/s**"
-        for name in ("direct", "baseline", "proxy")
+        for name in ("direct", "go-proxy", "baseline", "proxy")
         if f"bulk {name} MB/s" in s
     )
     out += ["", f"Bulk, one unpaced stream: {bulk}.", ""]
