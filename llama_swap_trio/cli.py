@@ -76,7 +76,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     watch = commands.add_parser("watch", help="live terminal view of a running daemon")
     watch.add_argument("--url", default="http://127.0.0.1:8080", help="the daemon's address")
-    watch.add_argument("--api-key", help="the daemon's API key, if it has api_keys set")
+    watch.add_argument(
+        "--api-key",
+        help="the daemon's API key, if it has api_keys set (default: $LLAMA_SWAP_TRIO_API_KEY)",
+    )
 
     demo = commands.add_parser(
         "demo-upstream", help="a small built-in OpenAI-compatible server for trying things out"

@@ -12,7 +12,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="llama-swap-trio watch", description="live terminal view of a running daemon"
     )
     parser.add_argument("--url", default=DEFAULT_URL, help="the daemon's address")
-    parser.add_argument("--api-key", help="the daemon's API key, if it has api_keys set")
+    parser.add_argument(
+        "--api-key",
+        help="the daemon's API key, if it has api_keys set (default: $LLAMA_SWAP_TRIO_API_KEY)",
+    )
     args = parser.parse_args(argv)
     return run(args.url, args.api_key)
 

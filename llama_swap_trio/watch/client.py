@@ -42,6 +42,8 @@ from llama_swap_trio.watch.render import render
 from llama_swap_trio.watch.state import Connection, Link, WatchState
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+#: where the API key is read from when none is given on the command line
+API_KEY_ENV = "LLAMA_SWAP_TRIO_API_KEY"
 FEED_PATH = "/api/events"
 MIN_BACKOFF = 0.5
 MAX_BACKOFF = 5.0
@@ -278,7 +280,11 @@ class _Redrawer:
         self._wake.set()
 
     def draw(self) -> None:
-        self._live.update(render(self._state), refresh=True)
+        size = self._live.console.size
+        # fit the terminal (a file or pipe has no height to keep to)
+        height = size.height if self._live.console.is_terminal else None
+        view = render(self._state, height=height, width=size.width)
+        self._live.update(view, refresh=True)
 
     async def run(self) -> None:
         while True:
@@ -324,8 +330,12 @@ async def _main(url: str, api_key: str | None, console: Console) -> int:
 def run(url: str = DEFAULT_URL, api_key: str | None = None) -> int:
     """Run the live view until Ctrl-C (exit status 0) or a rejected API key (2).
 
-    A bad URL is reported on stderr with status 2. Blocking: runs its own ``trio.run``.
+    Without ``api_key`` the key comes from ``$LLAMA_SWAP_TRIO_API_KEY`` (a key on the command
+    line shows in ``ps``). A bad URL is reported on stderr with status 2. Blocking: runs its own
+    ``trio.run``.
     """
+    if not api_key:
+        api_key = os.environ.get(API_KEY_ENV) or None
     try:
         feed_url(url)
     except ValueError as exc:

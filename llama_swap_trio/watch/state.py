@@ -28,6 +28,8 @@ import attrs
 HISTORY = 10
 #: How many feed log lines (``?logs=1``) the view keeps.
 LOG_LINES = 5
+#: open requests tracked at most (a daemon under a flood has thousands; the view shows a few)
+MAX_OPEN = 1000
 
 
 class Link(enum.Enum):
@@ -73,7 +75,10 @@ class Connection:
         # REJECTED
         if self.has_key:
             return f"the daemon refused the API key (HTTP {self.status})"
-        return f"the daemon needs an API key, pass --api-key (HTTP {self.status})"
+        return (
+            "the daemon needs an API key, pass --api-key or set $LLAMA_SWAP_TRIO_API_KEY "
+            f"(HTTP {self.status})"
+        )
 
 
 @attrs.define
@@ -122,6 +127,35 @@ class RequestRow:
     tokens_per_second: float | None
     #: local time the request was seen ending
     seen: float
+    id: str | None = None
+    queue_ms: float | None = None
+    load_ms: float | None = None
+    #: the SPEC 3.3 code when the proxy answered with an error
+    error: str | None = None
+    #: the client left before the response was complete
+    client_left: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or (self.status is not None and self.status >= 400)
+
+
+@attrs.define
+class OpenRequest:
+    """A request that started and has not ended (``request_start`` / ``snapshot.requests``)."""
+
+    id: str
+    model: str
+    path: str
+    #: local time it started (for a snapshot's requests: estimated from the daemon's ``at``)
+    started: float
+    chunks: int = 0
+    bytes: int = 0
+    #: chunks per second between the last two ``request_progress`` events (None until then)
+    rate: float | None = None
+    #: local time and chunk count of the last ``request_progress``
+    progress_at: float | None = None
+    progress_chunks: int = 0
 
 
 @attrs.define
@@ -178,6 +212,12 @@ class WatchState:
     queue: list[QueueEntry] = attrs.field(factory=list)
     swaps: deque[SwapRow] = attrs.field(factory=lambda: deque(maxlen=HISTORY))
     requests: deque[RequestRow] = attrs.field(factory=lambda: deque(maxlen=HISTORY))
+    #: requests started and not ended, oldest first, by id (bounded: the daemon's own count)
+    open: dict[str, OpenRequest] = attrs.field(factory=dict)
+    #: the wall clock, only to place a snapshot's open requests (their ``at``) on ``clock``
+    wall: Callable[[], float] = time.time
+    #: the daemon reports request starts (``snapshot.requests``): in-flight counts are exact
+    tracks_requests: bool = False
     logs: deque[LogRow] = attrs.field(factory=lambda: deque(maxlen=LOG_LINES))
     #: messages lost since the last snapshot because this client was too slow
     dropped: int = 0
@@ -231,6 +271,34 @@ class WatchState:
         self.queue = _queue(message.get("queue"))
         self.dropped = 0
         self.synced = True
+        raw_requests = message.get("requests")
+        self.tracks_requests = isinstance(raw_requests, list)
+        if isinstance(raw_requests, list):
+            self._open_from_snapshot(raw_requests)
+
+    def _open_from_snapshot(self, raw: list[object]) -> None:
+        now, wall = self.clock(), self.wall()
+        known = self.open
+        self.open = {}
+        for item in raw[:MAX_OPEN]:
+            if not isinstance(item, Mapping):
+                continue
+            rid, model_id = _str(item, "id"), _str(item, "model")
+            if rid is None or model_id is None:
+                continue
+            if rid in known:
+                self.open[rid] = known[rid]
+                continue
+            at = _num(item, "at")
+            since = now - max(0.0, wall - at) if at is not None else now
+            self.open[rid] = OpenRequest(rid, model_id, _str(item, "path") or "?", since)
+        # the router counts granted requests; the view counts started ones (waiting for a load
+        # included), which is what the open request rows show
+        per_model: dict[str, int] = {}
+        for request in self.open.values():
+            per_model[request.model] = per_model.get(request.model, 0) + 1
+        for row in self.models.values():
+            row.in_flight = max(row.in_flight, per_model.get(row.id, 0))
 
     def _model_state(self, message: Mapping[str, Any]) -> None:
         model_id = _str(message, "model")
@@ -276,11 +344,36 @@ class WatchState:
     def _queue_changed(self, message: Mapping[str, Any]) -> None:
         self.queue = _queue(message.get("queue"))
 
+    def _request_start(self, message: Mapping[str, Any]) -> None:
+        rid, model_id = _str(message, "id"), _str(message, "model")
+        if rid is None or model_id is None or len(self.open) >= MAX_OPEN:
+            return
+        self.open[rid] = OpenRequest(rid, model_id, _str(message, "path") or "?", self.clock())
+        row = self.models.get(model_id)
+        if row is not None and self.tracks_requests:
+            row.in_flight += 1
+            row.idle_since = None
+
+    def _request_progress(self, message: Mapping[str, Any]) -> None:
+        rid = _str(message, "id")
+        request = self.open.get(rid) if rid is not None else None
+        if request is None:
+            return
+        now = self.clock()
+        chunks = max(0, _int(message, "chunks") or 0)
+        if request.progress_at is not None and now > request.progress_at:
+            request.rate = (chunks - request.progress_chunks) / (now - request.progress_at)
+        request.progress_at, request.progress_chunks = now, chunks
+        request.chunks = chunks
+        request.bytes = max(0, _int(message, "bytes") or 0)
+
     def _request(self, message: Mapping[str, Any]) -> None:
         model_id = _str(message, "model")
         if model_id is None:
             return
         now = self.clock()
+        rid = _str(message, "id")
+        started = self.open.pop(rid, None) if rid is not None else None
         self.requests.append(
             RequestRow(
                 model=model_id,
@@ -292,15 +385,22 @@ class WatchState:
                 completion_tokens=_int(message, "completion_tokens"),
                 tokens_per_second=_num(message, "tokens_per_second"),
                 seen=now,
+                id=rid,
+                queue_ms=_num(message, "queue_ms"),
+                load_ms=_num(message, "load_ms"),
+                error=_str(message, "error"),
+                client_left=message.get("client_disconnected") is True,
             )
         )
         row = self.models.get(model_id)
         if row is None:
             return
-        # The feed has no "request started" event, so the in-flight count comes from the
-        # snapshot and goes down as requests end; a daemon that adds ``in_flight`` to its
-        # messages gives the exact count. TTL counts from the end of the last request.
-        row.in_flight = max(0, row.in_flight - 1)
+        # In-flight: with request starts on the feed the count follows them (every start ends
+        # in one ``request``); from an older daemon it comes from the snapshot and goes down as
+        # requests end. A daemon that adds ``in_flight`` gives the exact count. TTL counts from
+        # the end of the last request.
+        if not self.tracks_requests or started is not None:
+            row.in_flight = max(0, row.in_flight - 1)
         self._take_in_flight(row, message)
         if row.state == "ready" and row.in_flight == 0:
             row.idle_since = now
@@ -347,6 +447,8 @@ _HANDLERS: dict[str, Callable[[WatchState, Mapping[str, Any]], None]] = {
     "model_state": WatchState._model_state,
     "swap": WatchState._swap,
     "queue": WatchState._queue_changed,
+    "request_start": WatchState._request_start,
+    "request_progress": WatchState._request_progress,
     "request": WatchState._request,
     "log": WatchState._log,
     "lagged": WatchState._lagged,

@@ -127,7 +127,7 @@ def test_failed_swap_and_error_status_are_shown(state: WatchState) -> None:
         }
     )
     text = screen(state)
-    line_with(text, "failed", "health check timed out", "30.00 s")
+    line_with(text, "failed:", "health check timed out", "30.00 s")
     line_with(text, "502", "12 ms", " - ")
 
 
