@@ -351,7 +351,10 @@ class App:
         if exchange is not None:
             exchange.model = model.id
         arrived = exchange.arrived if exchange is not None else trio.current_time()
-        return self.observe.tracker.start(model.id, scope["path"], scope["method"], arrived)
+        life = self.observe.tracker.start(model.id, scope["path"], scope["method"], arrived)
+        if exchange is not None:
+            exchange.life = life
+        return life
 
     async def _forward(
         self,

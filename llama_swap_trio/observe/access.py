@@ -24,6 +24,7 @@ from urllib.parse import unquote_plus
 from llama_swap_trio.feed.logs import REDACTED, Redactor
 from llama_swap_trio.http.asgi import Scope, Send
 from llama_swap_trio.http.hygiene import CLIENT_QUERY
+from llama_swap_trio.observe.requests import RequestLife
 
 log = logging.getLogger("llama_swap_trio.access")
 
@@ -36,7 +37,7 @@ EXCHANGE = "llama_swap_trio.exchange"
 class Exchange:
     """What the access log needs to know about one HTTP request, filled in as it goes."""
 
-    __slots__ = ("arrived", "event", "model", "status")
+    __slots__ = ("arrived", "life", "model", "status")
 
     def __init__(self, arrived: float) -> None:
         #: trio time the app first saw the request
@@ -45,8 +46,13 @@ class Exchange:
         self.status = 0
         #: the model it was routed to (set by the app once known)
         self.model: str | None = None
-        #: the feed's ``request`` event, for a model-routed request
-        self.event: dict[str, Any] | None = None
+        #: a model-routed request's feed record (its ``event`` once it ended)
+        self.life: RequestLife | None = None
+
+    @property
+    def event(self) -> dict[str, Any] | None:
+        """The feed's ``request`` event of a model-routed request that ended."""
+        return self.life.event if self.life is not None else None
 
     def wrap(self, send: Send) -> Send:
         """``send`` that remembers the response status."""

@@ -165,6 +165,9 @@ async def test_metrics_after_a_mix_of_requests(start_daemon: StartDaemon) -> Non
     assert _value(f, p + "requests_total", model="broken", status="502") == 1
     assert _value(f, p + "requests_total", model="(unknown)", status="404") == 1
     assert not any(s[1].get("model") == "nope" for v in f.values() for s in v)
+    # only the unknown model's request is counted under (unknown)
+    unknown = [s for s in f["llama_swap_trio_requests"] if s[1]["model"] == "(unknown)"]
+    assert [(s[1]["status"], s[2]) for s in unknown if s[0].endswith("_total")] == [("404", 1)]
     # histograms: one observation per finished request
     assert _value(f, p + "request_duration_seconds_count", model="a") == 4
     assert _value(f, p + "queue_wait_seconds_count", model="a") == 4
@@ -275,11 +278,22 @@ async def test_the_access_log_has_a_line_for_a_401_without_the_key(
         assert wrong.status_code == 401
         ok = await client.get("/v1/models?api_key=sekrit-key")
         assert ok.status_code == 200
+        served = await client.post("/v1/chat/completions?api_key=sekrit-key", json=chat("a"))
+        assert served.status_code == 200
         denied = await daemon.wait_for_line("POST /v1/chat/completions?api_key=")
         allowed = await daemon.wait_for_line("GET /v1/models?api_key=")
+        model_line = await daemon.wait_for_line(
+            "POST /v1/chat/completions?api_key=[redacted] model=a"
+        )
     assert "status=401" in denied
     assert "not-it" not in denied
     assert "status=200" in allowed
     assert "sekrit-key" not in allowed
     assert "[redacted]" in allowed
+    # a model request's line has its figures from the feed event
+    assert "status=200" in model_line
+    assert "queue_ms=-" not in model_line
+    assert "load_ms=" in model_line
+    assert "completion_tokens=" in model_line
+    assert " id=" in model_line
     assert not any("sekrit-key" in line for line in daemon.lines)

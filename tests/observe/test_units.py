@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -68,17 +69,19 @@ def test_api_keys_in_a_query_are_redacted_however_encoded() -> None:
 def test_access_line_of_a_model_request_has_its_figures() -> None:
     exchange = Exchange(0.0)
     exchange.status = 200
-    exchange.event = {
-        "id": "ab-1",
-        "model": "m",
-        "status": 200,
-        "duration_ms": 1380.44,
-        "ttfb_ms": 1371.2,
-        "queue_ms": 1368.0,
-        "load_ms": 1300.0,
-        "prompt_tokens": 12,
-        "completion_tokens": 40,
-    }
+    exchange.life = SimpleNamespace(
+        event={  # type: ignore[assignment]
+            "id": "ab-1",
+            "model": "m",
+            "status": 200,
+            "duration_ms": 1380.44,
+            "ttfb_ms": 1371.2,
+            "queue_ms": 1368.0,
+            "load_ms": 1300.0,
+            "prompt_tokens": 12,
+            "completion_tokens": 40,
+        }
+    )
     scope = {"method": "POST", "path": "/v1/chat/completions", "query_string": b""}
     line = access_line(scope, exchange, 2.0, Redactor(()))
     assert line == (
