@@ -15,6 +15,7 @@ import tomli
 
 from llama_swap_trio.config.macros import expand_macros
 from llama_swap_trio.config.model import Config
+from llama_swap_trio.config.parity_validate import type_parity
 from llama_swap_trio.config.problems import ConfigError, KeyPath, Problems
 from llama_swap_trio.config.schema import RawConfig, RawModel, RawRouting, structure
 from llama_swap_trio.config.validate import Typed, build_config
@@ -120,4 +121,5 @@ def _structure(
         else:
             routing = None  # reported as part of the top level
 
-    return Typed(path, top, models, routing, ports)
+    parity = type_parity(doc, problems)
+    return Typed(path, top, models, routing, ports, parity)

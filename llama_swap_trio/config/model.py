@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
 from llama_swap_trio.config.memory import SleepConfig
+
+if TYPE_CHECKING:
+    from llama_swap_trio.config.parity_model import Parity
 
 LogLevel = Literal["debug", "info", "warn", "error"]
 LogToStdout = Literal["proxy", "upstream", "both", "none"]
@@ -191,6 +194,8 @@ class Config:
     #: ``[resources] gpu_memory`` in bytes; None = no memory budget
     gpu_memory: int | None = None
     server: ServerConfig = attrs.field(factory=ServerConfig)
+    #: ``[peers]``, ``[profiles]``, ``[selectors]`` (SPEC 6.6); empty when none is configured
+    parity: Parity = attrs.field(factory=lambda: _empty_parity())
 
     def resolve(self, name: str) -> ModelConfig | None:
         """The model a request names, by id then by alias; None when unknown."""
@@ -200,3 +205,9 @@ class Config:
             if model_id is not None:
                 model = self.models[model_id]
         return model
+
+
+def _empty_parity() -> Parity:
+    from llama_swap_trio.config.parity_model import Parity  # local: it imports this module
+
+    return Parity()

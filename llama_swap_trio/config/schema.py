@@ -170,6 +170,9 @@ class RawConfig:
     # Structured on their own (see the class docstring); declared so they count as known keys.
     models: dict[str, object] = attrs.field(factory=dict)
     routing: dict[str, object] = attrs.field(factory=dict)
+    peers: dict[str, object] = attrs.field(factory=dict)
+    profiles: dict[str, object] = attrs.field(factory=dict)
+    selectors: dict[str, object] = attrs.field(factory=dict)
 
 
 class SchemaProblems(Exception):

@@ -22,6 +22,7 @@ from llama_swap_trio.config import model as m
 from llama_swap_trio.config.browser import check_allowed_hosts, check_cors_origins
 from llama_swap_trio.config.cmdline import split_command
 from llama_swap_trio.config.matrix_dsl import build_matrix
+from llama_swap_trio.config.parity_validate import TypedParity, build_parity
 from llama_swap_trio.config.problems import KeyPath, Problems
 from llama_swap_trio.config.schema import RawConfig, RawModel, RawRouting
 
@@ -41,6 +42,8 @@ class Typed:
     models: dict[str, RawModel | None]
     routing: RawRouting | None
     ports: Mapping[str, int]
+    #: ``[peers]``, ``[profiles]``, ``[selectors]`` (SPEC 6.6)
+    parity: TypedParity = attrs.field(factory=TypedParity)
 
 
 def _enum(problems: Problems, path: KeyPath, value: str, allowed: tuple[str, ...]) -> None:
@@ -351,6 +354,7 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
     routing = group_of = priority = None
     if typed.routing is not None:
         routing, group_of, priority = checker.routing(typed.routing)
+    parity = build_parity(typed.parity, checker.ids, checker.alias_owner, routing, problems)
     if (
         problems
         or top is None
@@ -419,6 +423,7 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
         activity=_activity(typed.path, top),
         gpu_memory=budget,
         server=server,
+        parity=parity,
     )
 
 

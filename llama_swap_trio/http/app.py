@@ -32,6 +32,7 @@ import trio
 
 from llama_swap_trio import __version__, errors
 from llama_swap_trio.config.model import Config, ModelConfig
+from llama_swap_trio.config.parity_model import PeerModel
 from llama_swap_trio.edge.disconnect import watching
 from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.feed.bus import EventBus
@@ -52,11 +53,20 @@ from llama_swap_trio.http.hygiene import (
 from llama_swap_trio.http.loading import serve_with_loading_state
 from llama_swap_trio.http.logs import STREAM_PREFIX, LogViews
 from llama_swap_trio.http.models_list import models_list, running_list
+from llama_swap_trio.http.names import Names
+from llama_swap_trio.http.peers import Peers
 from llama_swap_trio.http.pool import ClientPool
+from llama_swap_trio.http.profiles_api import (
+    PROFILES_ACTIVE,
+    PROFILES_PATH,
+    PROFILES_PREFIX,
+    handle_profiles,
+)
 from llama_swap_trio.http.reload_api import reload_handler
 from llama_swap_trio.http.request import (
     UPSTREAM_PREFIX,
     ClientDisconnected,
+    ParsedRequest,
     UpstreamTarget,
     extract_model,
     match_upstream,
@@ -191,6 +201,9 @@ class App:
         self._redact = Redactor(config.api_keys)
         self._keys = tuple(key.encode() for key in config.api_keys)
         self._browser = BrowserSafety(config.server, listen_host)
+        #: profile pins, selectors and peers (SPEC 6.6); per generation, so a reload resets them
+        self.names = Names(config, lambda model_id: str(router.upstream(model_id).state))
+        self.peers = Peers(dict(config.parity.peers))
         model = self._model_request
         self._routes: dict[str, tuple[frozenset[str], Handler]] = {
             path: (frozenset({"POST"}), model) for path in MODEL_POST_PATHS
@@ -209,6 +222,8 @@ class App:
                 "/api/events": (get, self._events),
                 "/metrics": (get, self._views.metrics),
                 "/api/activity": (get, self._views.activity),
+                PROFILES_PATH: (get, self._profiles),
+                PROFILES_ACTIVE: (frozenset({"POST", "PUT", "DELETE"}), self._profiles),
             }
         )
         if debug_enabled():
@@ -218,6 +233,7 @@ class App:
             (UNLOAD_PREFIX, frozenset({"POST"}), self._unload_one),
             (LOAD_PREFIX, frozenset({"POST"}), self._load_one),
             (STREAM_PREFIX, get, self._log_stream),
+            (PROFILES_PREFIX, frozenset({"POST"}), self._profiles),
         )
 
     def add_route(self, path: str, methods: frozenset[str], handler: Handler) -> None:
@@ -311,10 +327,50 @@ class App:
         self._refuse_if_shutting_down()
         body = await read_body(scope, receive)
         parsed = extract_model(scope, body)
-        model = self.config.resolve(parsed.model)
-        if model is None:
-            raise errors.model_not_found(parsed.model)
-        rewritten = rewrite_request(scope, body, parsed, model)
+        # the active profile's pin, then a selector, then a local model or a peer's (SPEC 6.6)
+        with self.names.choose(parsed.model) as choice:
+            if choice.peer is not None:
+                await self._peer_request(scope, receive, send, body, parsed, choice.peer)
+            else:
+                assert choice.model is not None
+                await self._local_request(
+                    scope, receive, send, body, parsed, choice.model, choice.name
+                )
+
+    async def _peer_request(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes,
+        parsed: ParsedRequest,
+        peer: PeerModel,
+    ) -> None:
+        model, _ = self.peers.view(peer)
+        rewritten = rewrite_request(self.peers.scope_for(scope, peer), body, parsed, model)
+        life = self._start_life(scope, model)
+        await self._forward(
+            model,
+            rewritten.scope,
+            receive,
+            send,
+            rewritten.body,
+            rewritten.target,
+            life,
+            peer=peer,
+        )
+
+    async def _local_request(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes,
+        parsed: ParsedRequest,
+        model: ModelConfig,
+        name: str,
+    ) -> None:
+        rewritten = rewrite_request(scope, body, parsed, model, name)
         path: str = scope["path"]
         life = self._start_life(scope, model)
         if (
@@ -367,8 +423,11 @@ class App:
         life: RequestLife,
         *,
         require_ready: bool = False,
+        peer: PeerModel | None = None,
     ) -> None:
         """Wait for ``model``, then forward the request and publish its ``request`` event.
+
+        A ``peer`` model is granted at once, without the router (it is never started).
 
         One watch covers the whole request (the server's own, or a watcher task on
         ``receive()``). A disconnect before the grant cancels the wait (the router drops the
@@ -382,9 +441,14 @@ class App:
             async with watching(scope, receive) as watch:
                 try:
                     with watch.cancel_on_disconnect() as waiting:
-                        async with self.router.serve(
-                            model.id, on_progress=life.on_progress, require_ready=require_ready
-                        ) as grant:
+                        serving = (
+                            self.router.serve(
+                                model.id, on_progress=life.on_progress, require_ready=require_ready
+                            )
+                            if peer is None
+                            else self.peers.serve(peer)
+                        )
+                        async with serving as grant:
                             watch.release(waiting)  # from here on only the forwarding is cut
                             result = await forward_http(
                                 scope,
@@ -533,8 +597,11 @@ class App:
         await send_json(send, 200, {"version": __version__})
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = models_list(self.config, self.router.snapshot(), int(time.time()))
+        body = models_list(self.config, self.router.snapshot(), int(time.time()), self.names)
         await send_json(send, 200, body)
+
+    async def _profiles(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await handle_profiles(self.names, self.bus, scope, receive, send)
 
     async def _running(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_json(send, 200, running_list(self.config, self.router.snapshot()))

@@ -6,12 +6,16 @@ server.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama_swap_trio.config.model import Config, ModelConfig
+from llama_swap_trio.http.models_parity import parity_records
 from llama_swap_trio.http.rewrite import to_json
 from llama_swap_trio.routing.api import RouterSnapshot
 from llama_swap_trio.upstream.api import UpstreamState
+
+if TYPE_CHECKING:
+    from llama_swap_trio.http.names import Names
 
 OWNER = "llama-swap-trio"
 
@@ -51,11 +55,15 @@ def _record(
     return record
 
 
-def models_list(config: Config, snapshot: RouterSnapshot, created: int) -> dict[str, Any]:
+def models_list(
+    config: Config, snapshot: RouterSnapshot, created: int, names: Names | None = None
+) -> dict[str, Any]:
     """The ``/v1/models`` body: listed models (and their aliases when configured), sorted by id.
 
     Args:
         created: unix seconds of this request, the same in every record (as llama-swap).
+        names: the generation's names: with it, peer models, selectors and the active profile's
+            pins are listed too (:func:`.models_parity.parity_records`).
     """
     states = _states(snapshot)
     data: list[dict[str, Any]] = []
@@ -67,6 +75,8 @@ def models_list(config: Config, snapshot: RouterSnapshot, created: int) -> dict[
         if config.include_aliases_in_list:
             for alias in model.all_aliases:
                 data.append(_record(model, alias, state, created, model.id))
+    if names is not None:
+        data.extend(parity_records(config, names, created))
     data.sort(key=lambda record: str(record["id"]))
     return {"object": "list", "data": data}
 

@@ -35,10 +35,22 @@ class Rewritten:
 
 
 def rewrite_request(
-    scope: Scope, body: bytes, parsed: ParsedRequest, model: ModelConfig
+    scope: Scope,
+    body: bytes,
+    parsed: ParsedRequest,
+    model: ModelConfig,
+    requested: str | None = None,
 ) -> Rewritten:
-    """Apply ``use_model_name`` and the filters of ``model`` to a request for ``parsed.model``."""
-    new_name = model.use_model_name
+    """Apply ``use_model_name`` and the filters of ``model`` to a request for ``parsed.model``.
+
+    Args:
+        requested: the name after a profile pin or a selector chose (default ``parsed.model``):
+            it replaces the client's ``model`` (unless ``use_model_name`` is set) and keys
+            ``set_params_by_id``.
+    """
+    if requested is None:
+        requested = parsed.model
+    new_name = model.use_model_name or requested
     if new_name == parsed.model:
         new_name = ""
     target: str | None = None
@@ -49,7 +61,7 @@ def rewrite_request(
         if new_name and parsed.source == "json":
             obj["model"] = new_name
             changed = True
-        changed = apply_filters(obj, model, parsed.model) or changed
+        changed = apply_filters(obj, model, requested) or changed
         if changed:
             new_body = _dump_json(obj)
     if new_name and parsed.source == "multipart" and parsed.boundary is not None:

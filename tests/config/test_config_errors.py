@@ -60,7 +60,7 @@ CASES: list[tuple[str, str, str]] = [
     ("model_not_a_table", "[models]\nm = 5", "models.m: expected a table, got int 5"),
     ("routing_not_a_table", "routing = 5", "routing: expected a table, got int 5"),
     # -- unknown keys --
-    ("unknown_top_key_without_hint", "peers = {}", "peers: unknown key"),
+    ("unknown_top_key_without_hint", "bogus = {}", "bogus: unknown key"),
     (
         "unknown_top_key_with_hint",
         'log_levl = "info"',
