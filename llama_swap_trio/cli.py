@@ -81,6 +81,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the daemon's API key, if it has api_keys set (default: $LLAMA_SWAP_TRIO_API_KEY)",
     )
 
+    imp = commands.add_parser(
+        "import-yaml", help="convert a llama-swap config.yaml to this TOML format (stdout)"
+    )
+    imp.add_argument("file", metavar="FILE", help="the llama-swap YAML config")
+
     demo = commands.add_parser(
         "demo-upstream", help="a small built-in OpenAI-compatible server for trying things out"
     )
@@ -161,8 +166,23 @@ def _demo_upstream(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _import_yaml(path: str) -> int:
+    from llama_swap_trio.config import ConfigError
+    from llama_swap_trio.config.import_yaml import import_yaml_file
+
+    try:
+        sys.stdout.write(import_yaml_file(path))
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    if args.command == "import-yaml":
+        return _import_yaml(args.file)
     if args.command == "check":
         return _check(args.config or _default_config())
     if args.command == "watch":

@@ -53,6 +53,9 @@ class PeerEndpoint:
     async def stop(self) -> None:
         """Nothing to stop."""
 
+    async def evict(self) -> None:
+        """Never evicted: the router does not know peers."""
+
     def set_in_flight(self, count: int) -> None:
         """No TTL to pause."""
 
