@@ -86,6 +86,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("file", metavar="FILE", help="the llama-swap YAML config")
 
+    commands.add_parser("schema", help="print the JSON Schema of the config format (for editors)")
+
     demo = commands.add_parser(
         "demo-upstream", help="a small built-in OpenAI-compatible server for trying things out"
     )
@@ -183,6 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "import-yaml":
         return _import_yaml(args.file)
+    if args.command == "schema":
+        from llama_swap_trio.config.json_schema import schema_text
+
+        sys.stdout.write(schema_text())
+        return EXIT_OK
     if args.command == "check":
         return _check(args.config or _default_config())
     if args.command == "watch":
