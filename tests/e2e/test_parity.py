@@ -7,6 +7,7 @@ local models are fake upstreams the daemon starts.
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import httpx
@@ -173,6 +174,13 @@ async def test_a_profile_switched_at_run_time_changes_which_model_answers(
         assert (await client.delete("/api/profiles/active")).json()["active"] is None
         assert await served_by(client, "chat") == "a"
         assert (await client.post("/api/profiles/nope")).status_code == 404
+
+        # a reload starts with no active profile
+        await client.post("/api/profiles/bee")
+        daemon.signal(signal.SIGHUP)
+        await daemon.wait_for_line("configuration 2 loaded", 30)
+        assert (await client.get("/api/profiles")).json()["active"] is None
+        assert await served_by(client, "chat") == "a"
 
 
 async def test_selectors_pick_by_strategy_with_real_processes(start_daemon: StartDaemon) -> None:
