@@ -46,9 +46,7 @@ _TOP = {
 _TOP_WHY = {
     "logTimeFormat": "the proxy log has one fixed format",
     "logRequests": "unused by llama-swap; every request is in the access log and the feed",
-    "metricsMaxInMemory": "activity history is kept in a bounded ring of its own",
     "captureBuffer": "request/response captures are not implemented",
-    "store": "activity history is not stored in a database by this version",
     "ui": "the web UI has no session-id setting",
     "performance": "system performance monitoring is not implemented",
 }
@@ -272,6 +270,7 @@ def convert(doc: Mapping[str, Any], source: str = "config.yaml") -> str:
     conv = _Converter()
     out: dict[str, object] = {}
     conv.global_macros = conv.macros(doc.get("macros"), "macros")
+    activity: dict[str, object] = {}
     for name, item in doc.items():
         if item is None or name in ("models", "peers", "profiles", "selectors", "macros"):
             continue
@@ -279,6 +278,17 @@ def convert(doc: Mapping[str, Any], source: str = "config.yaml") -> str:
             out[_TOP[name]] = conv.clean(item, name)
         elif name in _TOP_WHY:
             conv.skip(name, _TOP_WHY[name])
+        elif name == "metricsMaxInMemory":
+            # llama-swap's in-memory activity rows (<= 0 means its default, 1000)
+            whole = isinstance(item, int) and not isinstance(item, bool)
+            activity["max_entries"] = item if whole and item > 0 else 1000
+        elif name == "store":
+            store = _as_dict(item)
+            if store.get("path") is not None:
+                activity["db"] = store["path"]
+            for other in store:
+                if other != "path":
+                    conv.skip(f"store.{other}", "unknown llama-swap key")
         elif name == "upstream":
             upstream = _as_dict(item)
             if upstream.get("ignorePaths") is not None:
@@ -290,6 +300,8 @@ def convert(doc: Mapping[str, Any], source: str = "config.yaml") -> str:
             pass  # below, once the models are known
         else:
             conv.skip(name, "unknown llama-swap key")
+    if activity:
+        out["activity"] = activity
     if conv.global_macros:
         out["macros"] = conv.global_macros
 

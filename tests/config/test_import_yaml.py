@@ -49,6 +49,7 @@ def test_the_example_config_converts_to_a_config_that_passes_check() -> None:
     assert set(gpt.all_aliases) == {"gpt-4o-mini", "gpt-oss-120b:high", "gpt-oss-120b:low"}
     assert gpt.timeouts.response_header == 60
     assert config.health_check_timeout == 500
+    assert config.activity.max_entries == 1000  # metricsMaxInMemory
     assert config.start_port == 10001
     assert config.api_keys == (
         "sk-hunter2",
@@ -72,7 +73,6 @@ def test_the_example_config_converts_to_a_config_that_passes_check() -> None:
     skipped = not_converted(toml)
     for key in (
         "logTimeFormat",
-        "metricsMaxInMemory",
         "captureBuffer",
         "ui",
         "performance",
@@ -93,6 +93,8 @@ def test_camel_case_legacy_groups_priority_env_lists_and_filters() -> None:
     toml, config = converted(
         """
         healthCheckTimeout: 60
+        metricsMaxInMemory: 0
+        store: {path: /var/lib/ls/activity.sqlite}
         globalTTL: 300
         includeAliasesInList: true
         macros:
@@ -153,6 +155,8 @@ def test_camel_case_legacy_groups_priority_env_lists_and_filters() -> None:
     side = config.routing.groups["side"]
     assert (side.swap, side.exclusive, side.persistent) == (False, False, True)
     assert config.preload == ("embed",)
+    assert config.activity.max_entries == 1000
+    assert config.activity.db == "/var/lib/ls/activity.sqlite"
     assert config.include_aliases_in_list
     assert config.health_check_timeout == 60
     # llama-swap ignores a priority given to an alias
