@@ -185,7 +185,10 @@ metadata = { purpose = "chat" }
         ),
         (
             '[profiles.p]\npins = { a = "nope", b = 3 }\n',
-            ["profiles.p.pins.b: expected str, got int 3"],
+            [
+                "profiles.p.pins.b: expected str, got int 3",
+                "profiles.p.pins.a: unknown model 'nope'",
+            ],
         ),
         (
             '[profiles.p]\npins = { a = "nope" }\ndescripton = "x"\n',
