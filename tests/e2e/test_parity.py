@@ -229,3 +229,40 @@ async def test_selectors_pick_by_strategy_with_real_processes(start_daemon: Star
         assert running == {"a", "b"}
         # with nothing in flight any more, the first target takes requests again
         assert await served_by(client, "spill-ab") == "a"
+
+
+async def test_peer_streams_are_cut_when_the_client_leaves_and_head_timeouts_name_the_peer(
+    start_daemon: StartDaemon,
+) -> None:
+    async with (
+        running_fake("--model-id", "remote", "--tokens", "100", "--token-interval", "0.1") as peer,
+        running_fake("--model-id", "mute", "--no-response-head") as mute,
+    ):
+        daemon = await start_daemon(
+            f"""
+[peers.box]
+proxy = "{peer.url}"
+models = ["m1"]
+[peers.mute]
+proxy = "{mute.url}"
+models = ["m2"]
+timeouts = {{ response_header = 1 }}
+"""
+        )
+        async with daemon.client() as client, httpx.AsyncClient(trust_env=False) as direct:
+            body = chat("box/m1", stream=True)
+            async with client.stream("POST", "/v1/chat/completions", json=body) as stream:
+                async for line in stream.aiter_lines():
+                    if line.startswith("data: {"):
+                        break
+            # leaving the block closed the connection mid-stream: the peer sees it
+            with trio.fail_after(10):
+                while (await direct.get(f"{peer.url}/debug/stats")).json()["disconnects"] < 1:
+                    await trio.sleep(0.05)
+
+            started = time.monotonic()
+            late = await client.post("/v1/chat/completions", json=chat("m2"))
+            assert late.status_code == 504
+            assert late.json()["error"]["code"] == "gateway_timeout"
+            assert "peer 'mute'" in late.json()["error"]["message"]
+            assert time.monotonic() - started < 5
