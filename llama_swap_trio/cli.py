@@ -60,6 +60,8 @@ def _build_parser() -> argparse.ArgumentParser:
             choices=LOG_LEVELS,
             help="overrides the config's log_level",
         )
+        p.add_argument("--tls-cert", default=default, metavar="FILE", help="serve HTTPS (PEM)")
+        p.add_argument("--tls-key", default=default, metavar="FILE", help="the key of --tls-cert")
         p.add_argument(
             "--watch-config",
             action="store_true",
@@ -138,11 +140,17 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"--listen: {error}", file=sys.stderr)
         return EXIT_USAGE
+    from llama_swap_trio.config.server import with_tls_flags
+
     config = _load(args.config or _default_config())
     if config is None:
         return EXIT_USAGE
+    served = with_tls_flags(config, args.tls_cert, args.tls_key)
+    if isinstance(served, str):
+        print(served, file=sys.stderr)
+        return EXIT_USAGE
     try:
-        run(config, host, port, log_level=args.log_level, watch_config=args.watch_config)
+        run(served, host, port, log_level=args.log_level, watch_config=args.watch_config)
     except DaemonError as error:
         print(f"llama-swap-trio: {error}", file=sys.stderr)
         return EXIT_FATAL

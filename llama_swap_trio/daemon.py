@@ -39,15 +39,17 @@ from collections.abc import Callable
 from functools import partial
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 
-from llama_swap_trio.config.model import Config
+from llama_swap_trio.config.model import Config, ServerConfig
 from llama_swap_trio.edge import server
+from llama_swap_trio.edge.handoff import hypercorn_config
+from llama_swap_trio.edge.tls import TLSFileError, server_context
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.feed.logs import FeedLogHandler, Redactor
 from llama_swap_trio.generation import Dispatcher, Generation, Runtime, Shared
 from llama_swap_trio.hangup import HangupDetector
 from llama_swap_trio.http.asgi import ASGIApp
+from llama_swap_trio.http.browser_safety import is_loopback_name
 from llama_swap_trio.logbuffer import LogBuffer
 from llama_swap_trio.observe import Observability
 from llama_swap_trio.observe.activity import ActivityStoreError, Store, open_store
@@ -140,46 +142,40 @@ async def _watch_signals(
                 on_second()
 
 
-def _hypercorn_config() -> HypercornConfig:
-    """Settings of the HTTP server: the front door's (keep-alive, drain) and hypercorn's, which
-    serves every connection the front door hands over (websockets, unusual requests)."""
-    hc = HypercornConfig()
-    hc.graceful_timeout = GRACEFUL_SECONDS
-    hc.keep_alive_timeout = 75.0
-    hc.backlog = 1024
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("llama_swap_trio.hypercorn")
-    # Upstream responses carry their own; we strip theirs, so keep hypercorn's single copy.
-    hc.include_server_header = False
-    # No server pings: hypercorn's ping task sleeps out its interval after the websocket has
-    # closed, and the graceful drain waits for it, so any websocket (a feed client, a tunnel) in
-    # the last interval held every shutdown for the full GRACEFUL_SECONDS (measured 5.3 s instead
-    # of 0.3 s). A vanished feed client costs one bounded buffer until a send fails.
-    hc.websocket_ping_interval = None
-    return hc
-
-
 async def _serve_http(
     app: ASGIApp,
     address: tuple[str, int],
+    settings: ServerConfig,
     graceful: trio.Event,
     forced: trio.CancelScope,
     done: trio.Event,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The HTTP server (edge/server.py); returns after ``graceful`` once in-flight responses are
-    done (or cut at the graceful timeout), at once when ``forced`` is cancelled. Started with the
-    bound URLs."""
+    """The HTTP server (edge/server.py) with the ``[server]`` settings; returns after
+    ``graceful`` once in-flight responses are done (or cut at the graceful timeout), at once when
+    ``forced`` is cancelled. Started with the bound URLs.
+
+    Raises:
+        DaemonError: the TLS files cannot be used (any more: the config check loaded them).
+    """
     host, port = address
+    tls = None
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        try:
+            tls = server_context(settings.tls_cert_file, settings.tls_key_file)
+        except TLSFileError as error:
+            raise DaemonError(str(error)) from None
     try:
         with forced:
             await server.serve(
                 app,
-                _hypercorn_config(),
+                hypercorn_config(settings, GRACEFUL_SECONDS),
                 host,
                 port,
                 shutdown_trigger=graceful.wait,
+                server=settings,
+                tls=tls,
                 task_status=task_status,
             )
     finally:
@@ -268,6 +264,7 @@ async def serve(
                         _serve_http,
                         dispatcher,
                         (host, port),
+                        config.server,
                         graceful,
                         forced,
                         served,
@@ -280,6 +277,12 @@ async def serve(
                     raise DaemonError(f"cannot listen on {host}:{port}: {error}") from None
                 url = urls[0]
                 log.info("listening on %s", url)
+                if not config.api_keys and not is_loopback_name(host):
+                    log.warning(
+                        "listening beyond loopback (%s) with no api_keys: anyone on the network "
+                        "can use the models",
+                        host or "every interface",
+                    )
                 task_status.started(url)
                 reloader = Reloader(
                     config.path,

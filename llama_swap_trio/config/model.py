@@ -160,8 +160,20 @@ class ActivityConfig:
 
 @attrs.frozen
 class ServerConfig:
-    """``[server]`` (SPEC 6.1): how the daemon meets its clients."""
+    """``[server]`` (SPEC 6.1): how the daemon meets its clients: the listener's timeouts,
+    connection limit and TLS, and the browser rules."""
 
+    #: seconds a request head may take to arrive whole
+    head_timeout: float = 30.0
+    #: longest pause, in seconds, between two reads of a request body
+    body_timeout: float = 60.0
+    #: seconds an idle keep-alive connection is kept
+    keep_alive_timeout: float = 75.0
+    #: client connections served at once; 0 = derived from the fd limit (edge/limits.py)
+    max_connections: int = 0
+    #: absolute paths of the certificate chain and its key (both or neither); None = plain HTTP
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     #: browser origins allowed besides the loopback ones and the daemon's own (normalised:
     #: lower case, no default port, no trailing ``/``); ``"*"`` allows every origin
     cors_origins: tuple[str, ...] = ()

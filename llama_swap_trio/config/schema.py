@@ -143,6 +143,13 @@ class RawResources:
 class RawServer:
     """``[server]`` (SPEC 6.1)."""
 
+    head_timeout: float = 30.0
+    body_timeout: float = 60.0
+    keep_alive_timeout: float = 75.0
+    max_connections: int = 0
+    #: None = not set (both or neither; checked by validation)
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     cors_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
 

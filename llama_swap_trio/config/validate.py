@@ -25,6 +25,7 @@ from llama_swap_trio.config.matrix_dsl import build_matrix
 from llama_swap_trio.config.parity_validate import TypedParity, build_parity
 from llama_swap_trio.config.problems import KeyPath, Problems
 from llama_swap_trio.config.schema import RawConfig, RawModel, RawRouting
+from llama_swap_trio.config.server import check_server
 
 MODEL_ID = re.compile(r"^[A-Za-z0-9/.:_-]+$")
 MAX_PORT = 65535
@@ -347,7 +348,8 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
         checker.top(top)
         preload = checker.preload(top)
         ignore = checker.ignore_paths(top)
-        server = m.ServerConfig(
+        server = attrs.evolve(
+            check_server(top.server, typed.path, problems),
             cors_origins=check_cors_origins(problems, top.server.cors_origins),
             allowed_hosts=check_allowed_hosts(problems, top.server.allowed_hosts),
         )

@@ -10,8 +10,17 @@ So each accepted connection starts here. While its request heads are plain (:mod
 they are served by :class:`_Exchange`, a small ASGI server: the same app, the same scope hypercorn
 builds, the same ``http.disconnect`` rules. The first head that is not plain (a websocket upgrade,
 a chunked upload, ``Expect``, HTTP/1.0, anything malformed) hands the connection, with every byte
-already read, to hypercorn's own connection handler for the rest of its life. Nothing is refused
-here: refusing stays hypercorn's (h11's) job, so the edge cases keep their tested answers.
+already read, to hypercorn's own connection handler for the rest of its life (edge/handoff.py).
+Nothing is refused here: refusing stays hypercorn's (h11's) job, so the edge cases keep their
+tested answers. With TLS on (edge/tls.py), every connection goes to hypercorn once accepted: the
+plain path below stays free of TLS.
+
+``[server]`` (SPEC 6.1) holds here as in the hand-off: the first head must arrive whole within
+``head_timeout`` of the accept, a later one within ``head_timeout`` of its first byte; a request
+body may pause at most ``body_timeout``; a connection idle between requests closes after
+``keep_alive_timeout``. The accept loop serves at most ``max_connections`` connections
+(edge/limits.py): beyond it clients wait in the backlog and idle keep-alive connections are
+closed first.
 
 Per connection, a reader task reads the socket all along (:class:`_Connection`), so a client's
 leaving is noticed without a task per request; the app gets two extensions in the scope: the
@@ -40,22 +49,22 @@ import errno
 import logging
 import math
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 from urllib.parse import unquote
 from wsgiref.handlers import format_date_time
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
-from hypercorn.utils import wrap_app
 
-from llama_swap_trio.edge import hypercorn_patch, sockio
+from llama_swap_trio.config.model import ServerConfig
+from llama_swap_trio.edge import sockio
 from llama_swap_trio.edge.disconnect import WATCH_EXTENSION, ClientWatch
+from llama_swap_trio.edge.handoff import Handoff
+from llama_swap_trio.edge.limits import AcceptTrouble, ConnectionSlots, derived_max_connections
 from llama_swap_trio.edge.relay_hub import CLIENT_GONE, DONE, RELAY_EXTENSION, Relay, RelayHub
 from llama_swap_trio.edge.wire import MAX_HEAD, BodyReader, RequestHead, parse_request_head
 from llama_swap_trio.http.asgi import ASGIApp, Message
@@ -80,25 +89,39 @@ _ACCEPT_PAUSE = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 class FrontDoor:
-    """Shared state of every connection: the app, hypercorn's handler for the hand-offs, closing.
+    """Shared state of every connection: the app, hypercorn's handler for the hand-offs, the
+    ``[server]`` timeouts and connection limit, closing.
 
     Args:
         app: the ASGI app served both here and by hypercorn.
-        hypercorn_config: hypercorn's settings (its keep-alive timeout is used here too).
+        hypercorn_config: hypercorn's settings (edge/handoff.py ``hypercorn_config``).
+        server: the ``[server]`` settings (timeouts, ``max_connections``).
+        tls: the TLS context when the listener serves HTTPS (every connection then goes to
+            hypercorn after the front door accepted it).
     """
 
-    def __init__(self, app: ASGIApp, hypercorn_config: HypercornConfig) -> None:
-        hypercorn_patch.install()  # closed client connections must not linger (see the module)
+    def __init__(
+        self,
+        app: ASGIApp,
+        hypercorn_config: HypercornConfig,
+        server: ServerConfig,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.app = app
-        self.config = hypercorn_config
-        self.keep_alive_timeout = hypercorn_config.keep_alive_timeout
-        self.context = WorkerContext(None)
-        self._hypercorn_app = wrap_app(cast(Any, app), hypercorn_config.wsgi_max_body_size, "asgi")
+        self.handoff = Handoff(app, hypercorn_config, server)
+        self.tls = tls
+        self.head_timeout = server.head_timeout
+        self.body_timeout = server.body_timeout
+        self.keep_alive_timeout = server.keep_alive_timeout
+        self.slots = ConnectionSlots(server.max_connections or derived_max_connections())
         self.closing = False
         #: relays streamed bodies for every connection (relay_hub.py); run by ``serve``
         self.hub = RelayHub()
-        #: cancel scopes of connections waiting for their next request, cancelled when closing
+        #: cancel scopes of connections waiting for (more of) a request, cancelled when closing
         self.idle: set[trio.CancelScope] = set()
+        #: the same for connections idle between two requests, oldest first: closed first when
+        #: a new client waits for a free slot
+        self.keep_alive: dict[trio.CancelScope, None] = {}
         self._date = b""
         self._date_second = -1
 
@@ -115,27 +138,34 @@ class FrontDoor:
         self.closing = True
         for scope in self.idle:
             scope.cancel()
-        await self.context.terminated.set()  # hypercorn's connections do the same
+        await self.handoff.begin_closing()  # hypercorn's connections do the same
+
+    def close_one_idle(self) -> None:
+        """Close the oldest connection idle between requests, if any (to free a slot)."""
+        for scope in self.keep_alive:
+            del self.keep_alive[scope]
+            scope.cancel()
+            return
 
     async def handle(self, sock: socket.socket) -> None:
-        """Serve one accepted connection (a non-blocking socket) until it closes."""
-        connection = _Connection(self, sock)
+        """Serve one accepted connection (a non-blocking socket) until it closes; the slot it
+        was accepted in is freed then."""
+        accepted = trio.current_time()
         try:
+            if self.tls is not None:
+                stream = self.handoff.tls(trio.socket.from_stdlib_socket(sock), self.tls, accepted)
+                await self.handoff.serve(stream)
+                return
+            connection = _Connection(self, sock, accepted)
             prefix = await connection.serve()
             if prefix is not None:
-                stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-                handed = _PrefixedStream(stream, prefix)
-                await TCPServer(
-                    self._hypercorn_app,
-                    self.config,
-                    self.context,
-                    ConnectionState({}),
-                    cast(Any, handed),
-                )
+                plain = trio.socket.from_stdlib_socket(sock)
+                await self.handoff.serve(self.handoff.plain(plain, prefix, accepted))
         except Exception:  # never let one connection take the listener down
             log.exception("error serving a connection")
         finally:
             sock.close()  # synchronous: nothing here may leak a descriptor
+            self.slots.release()
 
 
 class _Connection:
@@ -152,6 +182,7 @@ class _Connection:
         "_data",
         "_discard",
         "_resume",
+        "accepted",
         "buffer",
         "client",
         "door",
@@ -163,9 +194,11 @@ class _Connection:
         "unread",
     )
 
-    def __init__(self, door: FrontDoor, sock: socket.socket) -> None:
+    def __init__(self, door: FrontDoor, sock: socket.socket, accepted: float) -> None:
         self.door = door
         self.sock = sock
+        #: trio time of the accept (the first head's timeout counts from it)
+        self.accepted = accepted
         #: bytes read and not yet parsed or handed to the app
         self.buffer = bytearray()
         #: the client closed (or reset) its side
@@ -217,7 +250,9 @@ class _Connection:
         """Wait until more bytes arrived; False at EOF."""
         if self.eof:
             return False
-        event = self._data = self._data or trio.Event()  # shared if two ever wait
+        event = self._data
+        if event is None:  # else shared: the reader sets it for every waiter (the linger)
+            event = self._data = trio.Event()
         await event.wait()
         return self._readable()
 
@@ -254,14 +289,16 @@ class _Connection:
         """False when a request that is not plain is next in the buffer."""
         door = self.door
         buffer = self.buffer
+        began = self.accepted  # the first head's time counts from the accept
         while self.open:
-            # One deadline for the whole head: a client trickling a byte at a time does not
-            # get a fresh keep-alive timeout per byte.
-            deadline = trio.current_time() + door.keep_alive_timeout
+            # One deadline for the whole head (SPEC 6.1 head_timeout): a client trickling a
+            # byte at a time does not get a fresh timeout per byte.
+            deadline = began + door.head_timeout
             while (end := buffer.find(b"\r\n\r\n")) < 0:
                 if len(buffer) > MAX_HEAD or b"\n\n" in buffer:
                     return False  # too large, or bare-LF line endings: hypercorn decides
-                if not await self._wait_for_request(deadline, idle=not buffer):
+                if not await self._wait_for_request(deadline):
+                    log.debug("closing a connection whose request head did not arrive in time")
                     return True
             head = parse_request_head(bytes(buffer[:end]))
             if head is None:
@@ -276,17 +313,16 @@ class _Connection:
                 self.exchange = None
             if not exchange.keep_alive or door.closing:
                 return True
+            if not buffer and not await self._wait_idle():
+                return True
+            began = trio.current_time()  # the next head's first bytes are here
         return True
 
-    async def _wait_for_request(self, deadline: float, *, idle: bool) -> bool:
-        """Wait for more of the next request; False when the client closed or ``deadline`` passed.
-
-        A connection waiting for a new request (``idle``) closes at once when the server starts
-        closing.
-        """
+    async def _wait_for_request(self, deadline: float) -> bool:
+        """Wait for more of a request head; False when the client closed, ``deadline`` passed
+        or the server is closing."""
         door = self.door
-        if idle and door.closing:
-            return False
+        more = False
         with trio.CancelScope(deadline=deadline) as waiting:
             door.idle.add(waiting)
             try:
@@ -294,6 +330,37 @@ class _Connection:
             finally:
                 door.idle.discard(waiting)
         return more and not waiting.cancelled_caught
+
+    async def _wait_idle(self) -> bool:
+        """Between two requests: wait for the next one's first bytes; False when the client
+        closed, ``keep_alive_timeout`` passed, the server is closing, or a new client needs the
+        slot. Closing here is routine: it logs nothing above debug."""
+        door = self.door
+        if door.closing:
+            return False
+        more = False
+        with trio.move_on_after(door.keep_alive_timeout) as waiting:
+            door.idle.add(waiting)
+            door.keep_alive[waiting] = None
+            try:
+                more = await self.more_data()
+            finally:
+                door.idle.discard(waiting)
+                door.keep_alive.pop(waiting, None)
+        if waiting.cancelled_caught:
+            log.debug("closing an idle keep-alive connection")
+        return more and not waiting.cancelled_caught
+
+    async def more_body(self) -> bool:
+        """Wait until more bytes of a request body arrived; False at EOF, or when none came
+        within ``body_timeout`` (SPEC 6.1): the connection is then given up, unanswered."""
+        with trio.move_on_after(self.door.body_timeout):
+            return await self.more_data()
+        log.debug("closing a connection whose request body paused too long")
+        self.open = False
+        if self.exchange is not None:
+            self.exchange.client_left()
+        return False
 
     async def _linger(self) -> None:
         """Before closing: send our FIN, then drop what arrives until the client's, briefly.
@@ -418,7 +485,7 @@ class _Exchange:
             self.body_left = -1
             return {"type": "http.request", "body": b"", "more_body": False}
         while not conn.buffer:
-            if not await conn.more_data():
+            if not await conn.more_body():
                 self.body_left = -1
                 return _DISCONNECT
         chunk = conn.take(self.body_left)
@@ -450,18 +517,16 @@ class _Exchange:
             self.ended.set()
 
     async def _skip_body(self) -> bool:
-        """Read and drop the body the app did not read, if it is small (and comes within the
-        keep-alive timeout); else close."""
+        """Read and drop the body the app did not read, if it is small (and comes without a
+        pause over ``body_timeout``); else close."""
         conn = self.conn
         if self.body_left > MAX_DRAIN:
             return False
-        with trio.move_on_after(conn.door.keep_alive_timeout):
-            while self.body_left > 0:
-                if not conn.buffer and not await conn.more_data():
-                    return False
-                self.body_left -= len(conn.take(self.body_left))
-            return True
-        return False
+        while self.body_left > 0:
+            if not conn.buffer and not await conn.more_body():
+                return False
+            self.body_left -= len(conn.take(self.body_left))
+        return True
 
     # -- send --------------------------------------------------------------------------------------
 
@@ -601,36 +666,6 @@ class _Exchange:
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-class _PrefixedStream(trio.abc.HalfCloseableStream):
-    """A socket stream that first yields bytes already read from it: a connection handed to
-    hypercorn mid-way, with the request head we looked at. No ``do_handshake``: hypercorn takes
-    that as "not TLS"."""
-
-    def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
-        self._stream = stream
-        self._prefix = prefix
-        self.socket = stream.socket
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._prefix:
-            data, self._prefix = self._prefix, b""
-            await trio.lowlevel.checkpoint()
-            return data
-        return await self._stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
 async def serve(
     app: ASGIApp,
     hypercorn_config: HypercornConfig,
@@ -638,18 +673,20 @@ async def serve(
     port: int,
     *,
     shutdown_trigger: Callable[[], Awaitable[object]],
+    server: ServerConfig | None = None,
+    tls: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host:port`` until ``shutdown_trigger`` returns, then drain.
 
     Draining: the listeners close at once, idle connections close, in-flight responses get
     ``hypercorn_config.graceful_timeout`` seconds before they are cut (as hypercorn's own serve).
-    Started with the listening URLs.
+    Started with the listening URLs (``https://`` ones with ``tls``).
 
     Raises:
         OSError: the address cannot be bound (e.g. ``EADDRINUSE``).
     """
-    door = FrontDoor(app, hypercorn_config)
+    door = FrontDoor(app, hypercorn_config, server or ServerConfig(), tls)
     listeners = [
         sockio.stdlib_socket(listener.socket)
         for listener in await trio.open_tcp_listeners(
@@ -657,13 +694,14 @@ async def serve(
         )
     ]
     try:
-        async with trio.open_nursery() as server:
-            server.start_soon(door.hub.run)  # outlives every connection: they use it
+        async with trio.open_nursery() as outer:
+            outer.start_soon(door.hub.run)  # outlives every connection: they use it
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as accepting:
                     for listener in listeners:
                         accepting.start_soon(_accept, door, listener, connections)
-                    task_status.started([_url(listener) for listener in listeners])
+                    scheme = "http" if tls is None else "https"
+                    task_status.started([_url(listener, scheme) for listener in listeners])
                     await shutdown_trigger()
                     accepting.cancel_scope.cancel()
                 for listener in listeners:
@@ -673,29 +711,42 @@ async def serve(
                 connections.cancel_scope.deadline = trio.current_time() + (
                     timeout if timeout is not None else math.inf
                 )
-            server.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
     finally:
         for listener in listeners:
             listener.close()
 
 
 async def _accept(door: FrontDoor, listener: socket.socket, connections: trio.Nursery) -> None:
-    """Accept connections on ``listener`` and start a handler for each, until cancelled."""
+    """Accept connections on ``listener`` and start a handler for each, until cancelled.
+
+    At ``max_connections`` it stops accepting (new clients wait in the listen backlog) and
+    closes the oldest idle keep-alive connection to make room; when accept() fails for lack of
+    descriptors it pauses (edge/limits.py ``AcceptTrouble``) rather than spinning.
+    """
     tcp = listener.family in (socket.AF_INET, socket.AF_INET6)
+    slots = door.slots
+    trouble = AcceptTrouble()
     while True:
         await trio.lowlevel.wait_readable(listener)
+        while slots.is_full():  # a client waits and no slot is free: make room
+            door.close_one_idle()
+            await slots.wait_released()
         for _ in range(64):  # a burst of connections is taken in one wake-up, within bounds
+            if slots.is_full():
+                break  # back to waiting: only a client that waits may close an idle connection
             try:
                 sock, _ = listener.accept()
             except BlockingIOError:
                 break
             except OSError as exc:
                 if exc.errno in _ACCEPT_PAUSE:
-                    log.error("cannot accept a connection (%s); retrying in 0.1 s", exc)
-                    await trio.sleep(0.1)
+                    with trio.move_on_after(trouble.failed(exc)):
+                        await slots.wait_released()  # a closed connection frees a descriptor
                     break
                 log.debug("accept() failed for one connection: %s", exc)
                 continue
+            trouble.succeeded()
             try:
                 sock.setblocking(False)
                 if tcp:
@@ -703,9 +754,10 @@ async def _accept(door: FrontDoor, listener: socket.socket, connections: trio.Nu
             except OSError:
                 sock.close()  # reset before we could even configure it
                 continue
+            slots.take()
             connections.start_soon(door.handle, sock)
 
 
-def _url(listener: socket.socket) -> str:
+def _url(listener: socket.socket, scheme: str) -> str:
     host, port = listener.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"

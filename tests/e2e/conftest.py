@@ -10,6 +10,7 @@ fixture fails the test if an upstream was left behind.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -79,7 +80,7 @@ class Daemon:
 
     def _add(self, line: str) -> None:
         self.lines.append(line)
-        if "listening on http://" in line and not self.url:
+        if "listening on http" in line and not self.url:  # http:// or https://
             self.url = line.split("listening on ", 1)[1].strip()
         self._changed.set()
         self._changed = trio.Event()
@@ -135,8 +136,17 @@ async def start_daemon(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
     daemons: list[Daemon] = []
 
     async def start(
-        config_text: str, *extra_args: str, env: dict[str, str] | None = None
+        config_text: str,
+        *extra_args: str,
+        env: dict[str, str] | None = None,
+        nofile: int | None = None,
     ) -> Daemon:
+        """Start a daemon; ``nofile`` lowers its RLIMIT_NOFILE (soft and hard)."""
+
+        def limit_fds() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         config_path = tmp_path / f"config{len(daemons)}.toml"
         config_path.write_text(config_text)
         process = await trio.lowlevel.open_process(
@@ -155,13 +165,14 @@ async def start_daemon(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, **(env or {})},
+            preexec_fn=limit_fds if nofile is not None else None,
         )
         daemon = Daemon(process, config_path)
         daemons.append(daemon)
         assert process.stdout is not None
         nursery.start_soon(daemon._pump, process.stdout)
         try:
-            await daemon.wait_for_line("listening on http://")
+            await daemon.wait_for_line("listening on http")
         except trio.TooSlowError:
             raise AssertionError("daemon did not start:\n" + "\n".join(daemon.lines)) from None
         return daemon

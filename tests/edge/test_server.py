@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -18,8 +19,10 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
+from llama_swap_trio.config.model import ServerConfig
 from llama_swap_trio.edge import server
 from llama_swap_trio.edge.disconnect import WATCH_EXTENSION, ClientWatch
+from llama_swap_trio.edge.handoff import hypercorn_config
 from llama_swap_trio.edge.relay_hub import RELAY_EXTENSION
 from llama_swap_trio.edge.server import MAX_DRAIN
 from llama_swap_trio.http.asgi import Receive, Scope, Send
@@ -29,32 +32,25 @@ pytestmark = pytest.mark.trio
 WAIT = 10
 
 
-def _config(graceful: float = 5.0, keep_alive: float = 75.0) -> Any:
-    from hypercorn.config import Config
-
-    hc = Config()
-    hc.graceful_timeout = graceful
-    hc.keep_alive_timeout = keep_alive
-    hc.accesslog = None
-    hc.websocket_ping_interval = None
-    return hc
-
-
 @asynccontextmanager
 async def serving(
-    app: Any, *, graceful: float = 5.0, keep_alive: float = 75.0
+    app: Any, *, graceful: float = 5.0, tls: ssl.SSLContext | None = None, **settings: Any
 ) -> AsyncIterator[tuple[int, trio.Event]]:
-    """Serve ``app``; yields (port, shutdown trigger). Stops (gracefully) at the end."""
+    """Serve ``app`` with ``[server]`` ``settings`` (HTTPS with ``tls``); yields (port, shutdown
+    trigger). Stops (gracefully) at the end."""
     stop = trio.Event()
+    config = ServerConfig(**settings)
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(
             partial(
                 server.serve,
                 app,
-                _config(graceful, keep_alive),
+                hypercorn_config(config, graceful),
                 "127.0.0.1",
                 0,
                 shutdown_trigger=stop.wait,
+                server=config,
+                tls=tls,
             )
         )
         port = int(urls[0].rsplit(":", 1)[1])
@@ -470,7 +466,7 @@ async def test_a_length_response_the_app_abandons_still_shows_its_head_then_clos
 
 
 async def test_a_head_trickled_byte_by_byte_gets_one_timeout_not_one_per_byte() -> None:
-    async with serving(Echo(), keep_alive=0.5) as (port, _), connect(port) as client:
+    async with serving(Echo(), head_timeout=0.5) as (port, _), connect(port) as client:
         request = get("/") + b"X-Padding: " + b"a" * 200 + b"\r\n\r\n"
         closed = False
         with trio.fail_after(WAIT):
@@ -529,7 +525,7 @@ async def test_an_accept_error_of_one_connection_does_not_stop_the_server() -> N
     listener.listen(16)
     listener.setblocking(False)
     port = listener.getsockname()[1]
-    door = server.FrontDoor(Echo(), _config())
+    door = server.FrontDoor(Echo(), hypercorn_config(ServerConfig(), 5.0), ServerConfig())
     with listener:
         async with trio.open_nursery() as connections:
             connections.start_soon(server._accept, door, listener, connections)
