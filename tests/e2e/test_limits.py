@@ -15,7 +15,7 @@ from tests.fakes import fake_cmd, free_port
 
 FLOOD = 300
 STALLED = (
-    b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"{" * 10
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n" + b"{" * 10
 )
 
 
@@ -53,8 +53,8 @@ cmd = {json.dumps(fake_cmd("--model-id", "a"))}
             await stream.send_all(STALLED)
         # then a model still starts, and /health answers, on the early connection
         await early.send_all(
-            b"POST /api/models/load/a HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
-            b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"POST /api/models/load/a HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         )
         answers = await read_until(early, b"\r\n\r\nOK", 60)
         assert answers.startswith(b"HTTP/1.1 200 "), answers
