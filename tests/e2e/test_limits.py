@@ -15,7 +15,8 @@ from tests.fakes import fake_cmd, free_port
 
 FLOOD = 300
 STALLED = (
-    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n" + b"{" * 10
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"
+    + b"{" * 10
 )
 
 
