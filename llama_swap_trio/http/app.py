@@ -80,6 +80,7 @@ from llama_swap_trio.observe.access import EXCHANGE, Exchange, log_exchange
 from llama_swap_trio.observe.http import ObserveViews
 from llama_swap_trio.observe.requests import RequestLife
 from llama_swap_trio.routing.api import RouterLike
+from llama_swap_trio.routing.resources import resources_body
 from llama_swap_trio.ui import is_ui_path, serve_ui
 from llama_swap_trio.upstream.api import UpstreamState
 
@@ -224,6 +225,7 @@ class App:
                 "/api/activity": (get, self._views.activity),
                 PROFILES_PATH: (get, self._profiles),
                 PROFILES_ACTIVE: (frozenset({"POST", "PUT", "DELETE"}), self._profiles),
+                "/api/resources": (get, self._resources),
             }
         )
         if debug_enabled():
@@ -602,6 +604,9 @@ class App:
 
     async def _profiles(self, scope: Scope, receive: Receive, send: Send) -> None:
         await handle_profiles(self.names, self.bus, scope, receive, send)
+
+    async def _resources(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, resources_body(self.config, self.router.snapshot()))
 
     async def _running(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_json(send, 200, running_list(self.config, self.router.snapshot()))

@@ -35,6 +35,7 @@ from llama_swap_trio.config.model import Config
 from llama_swap_trio.feed.bus import EventBus, Subscription
 from llama_swap_trio.http.asgi import Receive, Scope, Send
 from llama_swap_trio.routing.api import RouterLike, RouterSnapshot
+from llama_swap_trio.routing.resources import memory_configured, resources_body, sizes
 
 #: after shutdown begins, how long a connection may take to send what it buffered and close
 CLOSE_FLUSH_SECONDS = 1.0
@@ -64,13 +65,20 @@ def snapshot_message(
         record["ttl"] = model.ttl if model is not None else 0
         record["in_flight"] = status.in_flight
         models.append(record)
-    return {
+    message: dict[str, Any] = {
         "type": "snapshot",
         "version": __version__,
         "models": models,
         "queue": [{"model": entry.model, "position": entry.position} for entry in snapshot.queue],
         "requests": requests if requests is not None else [],
     }
+    if memory_configured(config):
+        # /api/resources, plus every sized model's size so a client can follow the states
+        message["resources"] = {
+            **resources_body(config, snapshot),
+            "sizes": sizes(config, snapshot),
+        }
+    return message
 
 
 def wants_logs(scope: Scope) -> bool:

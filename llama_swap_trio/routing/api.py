@@ -14,7 +14,7 @@ it from the queue, and a request nobody waits for never causes a load.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol
 
@@ -68,6 +68,8 @@ class RouterSnapshot:
     models: tuple[ModelStatus, ...]
     #: requests waiting for their turn (not those that joined a load under way)
     queue: tuple[QueueEntry, ...]
+    #: bytes measured for ``memory = "measured"`` models that have a figure (SPEC 6.7)
+    measured: Mapping[str, int] = attrs.field(factory=dict)
 
 
 class RouterLike(Protocol):

@@ -88,6 +88,19 @@ class MemoryPlan:
     need: int
 
 
+def model_size(model: ModelConfig | None, budget: int | None, measured: int | None) -> int:
+    """Bytes a running model holds for the memory rule (rule 2): declared, measured, the whole
+    budget while a ``"measured"`` one has no figure yet (0 without a budget), or 0 unset."""
+    if model is None or model.memory is None:
+        return 0
+    if model.memory == MEASURED:
+        if measured is None:
+            return budget or 0
+        return measured if budget is None else min(measured, budget)
+    assert isinstance(model.memory, int)
+    return model.memory
+
+
 def _protected(model: ModelConfig | None) -> bool:
     return model is not None and model.protected
 
@@ -118,14 +131,7 @@ class MemorySwapper:
 
     def size(self, model: str) -> int:
         """What ``model`` holds while it runs (rule 2)."""
-        config = self._models.get(model)
-        if config is None or config.memory is None:
-            return 0
-        if config.memory == MEASURED:
-            found = self._measured.measured(model)
-            return self.budget if found is None else min(found, self.budget)
-        assert isinstance(config.memory, int)
-        return config.memory
+        return model_size(self._models.get(model), self.budget, self._measured.measured(model))
 
     def asleep(self, model: str) -> int:
         config = self._models.get(model)

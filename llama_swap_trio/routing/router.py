@@ -258,6 +258,7 @@ class Router:
         self._config = config
         self._upstreams = dict(upstreams)
         self._bus = bus
+        self._measured = measured
         self._swapper = with_memory(swapper_for(config), config.models, config.gpu_memory)
         self._scheduler = Scheduler(config.models, self._swapper, _Effects(self))
         if isinstance(self._swapper, MemorySwapper):
@@ -334,7 +335,10 @@ class Router:
             ModelStatus(model_id, upstream.state, self._scheduler.in_flight(model_id))
             for model_id, upstream in sorted(self._upstreams.items())
         )
-        return RouterSnapshot(models=models, queue=self._scheduler.queue())
+        measured = self._measured
+        figures = {} if measured is None else {m: measured.measured(m) for m in self._upstreams}
+        found = {m: size for m, size in figures.items() if size is not None}
+        return RouterSnapshot(models=models, queue=self._scheduler.queue(), measured=found)
 
     def upstream(self, model_id: str) -> UpstreamLike:
         try:

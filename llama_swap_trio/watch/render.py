@@ -17,6 +17,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from llama_swap_trio.config.memory import format_size
 from llama_swap_trio.watch.state import Link, ModelRow, RequestRow, SwapRow, WatchState
 
 UNKNOWN = "-"
@@ -27,6 +28,7 @@ _STATE_STYLES = {
     "stopping": "magenta",
     "stopped": "dim",
     "shutdown": "dim red",
+    "sleeping": "blue",
 }
 
 _LINK_STYLES = {
@@ -134,6 +136,8 @@ def render(
     tiny = width is not None and width < TINY
     budget = _plan(state, height)
     parts: list[RenderableType] = [_header(state)]
+    if state.gpu_memory is not None:
+        parts.append(_budget(state))
     if state.dropped:
         parts.append(
             Text(
@@ -223,6 +227,17 @@ def _header(state: WatchState) -> Text:
         text.append(f"  daemon {state.version}", style="dim")
     text.append("  ")
     text.append(state.connection.text, style=_LINK_STYLES[state.connection.link])
+    return text
+
+
+def _budget(state: WatchState) -> Text:
+    """``GPU memory: 16.0GiB of 24.0GiB used, 8.0GiB free`` (SPEC 6.7)."""
+    assert state.gpu_memory is not None
+    used = state.memory_used()
+    free = max(state.gpu_memory - used, 0)
+    text = Text("GPU memory: ", style="bold")
+    text.append(f"{format_size(used)} of {format_size(state.gpu_memory)} used, ")
+    text.append(f"{format_size(free)} free", style="green" if free else "yellow")
     return text
 
 

@@ -223,6 +223,10 @@ class WatchState:
     dropped: int = 0
     #: whether a snapshot has arrived on the current connection
     synced: bool = False
+    #: ``resources.gpu_memory`` of the snapshot (SPEC 6.7); None = no budget
+    gpu_memory: int | None = None
+    #: model -> (bytes while running, bytes while asleep), from the snapshot's ``resources``
+    sizes: dict[str, tuple[int, int]] = attrs.field(factory=dict)
 
     def apply(self, message: object) -> None:
         """Fold one decoded feed message into the state. Unknown or malformed ones are ignored."""
@@ -275,6 +279,7 @@ class WatchState:
         self.tracks_requests = isinstance(raw_requests, list)
         if isinstance(raw_requests, list):
             self._open_from_snapshot(raw_requests)
+        self._resources(message.get("resources"))
 
     def _open_from_snapshot(self, raw: list[object]) -> None:
         now, wall = self.clock(), self.wall()
@@ -299,6 +304,31 @@ class WatchState:
             per_model[request.model] = per_model.get(request.model, 0) + 1
         for row in self.models.values():
             row.in_flight = max(row.in_flight, per_model.get(row.id, 0))
+
+    def _resources(self, resources: object) -> None:
+        self.gpu_memory, self.sizes = None, {}
+        if not isinstance(resources, Mapping):
+            return
+        self.gpu_memory = _int(resources, "gpu_memory")
+        raw = resources.get("sizes")
+        for model_id, pair in raw.items() if isinstance(raw, Mapping) else ():
+            if (
+                isinstance(pair, list)
+                and len(pair) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+            ):
+                self.sizes[str(model_id)] = (pair[0], pair[1])
+
+    def memory_used(self) -> int:
+        """Bytes held by the models as their states stand now (the daemon's own accounting)."""
+        used = 0
+        for row in self.models.values():
+            running, asleep = self.sizes.get(row.id, (0, 0))
+            if row.state in ("starting", "ready", "stopping"):
+                used += running
+            elif row.state == "sleeping":
+                used += asleep
+        return used
 
     def _model_state(self, message: Mapping[str, Any]) -> None:
         model_id = _str(message, "model")

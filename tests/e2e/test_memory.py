@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -41,6 +42,19 @@ memory = "{big}"
 """
 
 
+GiB = 1024**3
+
+
+async def first_feed_message(client: httpx.AsyncClient) -> dict[str, Any]:
+    """The feed's first message (the snapshot), over SSE."""
+    async with client.stream("GET", "/api/events") as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                message: dict[str, Any] = json.loads(line[len("data: ") :])
+                return message
+    raise AssertionError("the feed ended before its snapshot")
+
+
 def chat(model: str) -> dict[str, object]:
     return {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
@@ -58,6 +72,21 @@ async def test_two_small_models_run_together_and_a_big_one_evicts_the_least_rece
         for model in ("small1", "small2"):
             assert (await client.post("/v1/chat/completions", json=chat(model))).status_code == 200
         assert await running(client) == {"small1": "ready", "small2": "ready"}
+        resources = (await client.get("/api/resources")).json()
+        assert resources == {
+            "gpu_memory": 24 * GiB,
+            "used": 16 * GiB,
+            "free": 8 * GiB,
+            "models": [
+                {"model": "small1", "state": "ready", "declared": 8 * GiB, "measured": None},
+                {"model": "small2", "state": "ready", "declared": 8 * GiB, "measured": None},
+            ],
+        }
+        snapshot = await first_feed_message(client)
+        assert snapshot["type"] == "snapshot"
+        assert snapshot["resources"]["gpu_memory"] == 24 * GiB
+        assert snapshot["resources"]["used"] == 16 * GiB
+        assert snapshot["resources"]["sizes"]["big"] == [16 * GiB, 0]
         # small1 is now the more recent: big (16 GiB) needs one 8 GiB model gone, small2
         assert (await client.post("/v1/chat/completions", json=chat("small1"))).status_code == 200
         daemon.note_upstreams()

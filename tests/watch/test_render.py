@@ -182,3 +182,37 @@ def test_no_feed_message_crashes_the_view(messages: list[tuple[str, dict[str, An
     for kind, fields in messages:
         state.apply({**fields, "type": kind})
     screen(state)
+
+
+def test_the_gpu_budget_line_follows_the_model_states(clock: FakeClock) -> None:
+    gib = 1024**3
+    state = WatchState(clock=clock)
+    message = {
+        "type": "snapshot",
+        "version": "0.1.0",
+        "models": [
+            {"id": "a", "state": "ready", "ttl": 0, "in_flight": 0},
+            {"id": "b", "state": "stopped", "ttl": 0, "in_flight": 0},
+        ],
+        "queue": [],
+        "resources": {
+            "gpu_memory": 24 * gib,
+            "used": 8 * gib,
+            "free": 16 * gib,
+            "models": [],
+            "sizes": {"a": [8 * gib, 0], "b": [12 * gib, 2 * gib]},
+        },
+    }
+    state.apply(message)
+    line_with(screen(state), "GPU memory:", "8.0GiB of 24.0GiB used", "16.0GiB free")
+    state.apply({"type": "model_state", "model": "b", "state": "ready", "previous": "starting"})
+    line_with(screen(state), "GPU memory:", "20.0GiB of 24.0GiB used", "4.0GiB free")
+    state.apply({"type": "model_state", "model": "b", "state": "sleeping", "previous": "ready"})
+    line_with(screen(state), "GPU memory:", "10.0GiB of 24.0GiB used")
+    line_with(screen(state), "b", "sleeping")
+
+
+def test_no_budget_line_without_resources(clock: FakeClock) -> None:
+    state = WatchState(clock=clock)
+    state.apply({"type": "snapshot", "version": "0.1.0", "models": [], "queue": []})
+    assert "GPU memory" not in screen(state)
