@@ -93,7 +93,7 @@ def _plan(state: WatchState, height: int | None) -> _Budget:
     if height is None:
         return _Budget()
     # header, queue and a spare last line (a terminal scrolls when its last line is written)
-    free = height - 3 - (1 if state.dropped else 0)
+    free = height - 3 - (1 if state.dropped else 0) - (1 if state.gpu_memory is not None else 0)
     wanted = [
         len(state.open),
         len(state.models),
@@ -235,7 +235,7 @@ def _budget(state: WatchState) -> Text:
     assert state.gpu_memory is not None
     used = state.memory_used()
     free = max(state.gpu_memory - used, 0)
-    text = Text("GPU memory: ", style="bold")
+    text = Text("GPU memory: ", style="bold", no_wrap=True, overflow="ellipsis")
     text.append(f"{format_size(used)} of {format_size(state.gpu_memory)} used, ")
     text.append(f"{format_size(free)} free", style="green" if free else "yellow")
     return text

@@ -169,3 +169,17 @@ async def test_the_api_key_can_come_from_the_environment(
         await wait_for(lambda: feed.handshakes >= 1)
     assert ran.process.returncode == 2
     assert feed.headers["authorization"] == "Bearer from-env"
+
+
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (60, 16)])
+def test_a_crowded_view_with_a_gpu_budget_still_fits(
+    clock: FakeClock, width: int, height: int
+) -> None:
+    state = busy_state(clock)
+    state.gpu_memory = 24 * 1024**3
+    state.sizes = {model_id: (8 * 1024**3, 0) for model_id in state.models}
+    text = screen(state, width=width, height=height).rstrip("\n")
+    lines = text.splitlines()
+    assert len(lines) <= height - 1, text
+    assert all(len(line) <= width for line in lines), text
+    assert any(line.startswith("GPU memory: ") for line in lines), text
