@@ -8,6 +8,7 @@ const summary = document.getElementById('models-summary');
 const unloadAll = document.getElementById('unload-all');
 const cards = new Map(); // model id → {root, fields…}
 const pending = new Map(); // model id → 'load' | 'unload'
+let unloadingAll = false;
 
 function ttlLeft(entry) {
   if (!entry.ttl) return 'never';
@@ -92,6 +93,7 @@ async function act(id, action) {
 }
 
 unloadAll.addEventListener('click', async () => {
+  unloadingAll = true;
   unloadAll.disabled = true;
   setText(unloadAll, 'Unloading…');
   try {
@@ -101,6 +103,7 @@ unloadAll.addEventListener('click', async () => {
   } catch (error) {
     if (error.name !== 'AuthError') toast(`Unload all failed: ${error.message}`, { bad: true });
   } finally {
+    unloadingAll = false;
     setText(unloadAll, 'Unload all');
     render();
   }
@@ -128,7 +131,7 @@ function renderGrid() {
   if (!performance.getEntriesByName('ui:models-drawn').length) performance.mark('ui:models-drawn');
   const running = ids.filter((id) => !['stopped', 'shutdown'].includes(store.models.get(id).state)).length;
   setText(summary, `${running} of ${ids.length} running`);
-  unloadAll.disabled = running === 0;
+  unloadAll.disabled = unloadingAll || running === 0;
 }
 
 // -- profiles, selectors and peers (shown only when the daemon has them) ------------------------
