@@ -313,6 +313,20 @@ def test_keyboard_reaches_the_views_and_the_buttons(page: Browser, daemon: UIDae
     page.wait(lambda d: d.find_element(By.ID, "view-activity").is_displayed())
 
 
+def test_a_reload_updates_the_models_without_a_page_reload(page: Browser, daemon: UIDaemon) -> None:
+    open_view(page, daemon.url, "models")
+    card = "article.card[data-model='demo-coder'] .card-desc"
+    page.wait(lambda d: d.find_element(By.CSS_SELECTOR, card).text == "A faster demo model")
+    config = daemon.config_path.read_text()
+    daemon.config_path.write_text(config.replace("A faster demo model", "Now even faster"))
+    try:
+        daemon.process.send_signal(signal.SIGHUP)
+        page.wait(lambda d: d.find_element(By.CSS_SELECTOR, card).text == "Now even faster", 30)
+    finally:
+        daemon.config_path.write_text(config)
+        daemon.process.send_signal(signal.SIGHUP)
+
+
 # -- with api_keys ---------------------------------------------------------------------------------
 
 

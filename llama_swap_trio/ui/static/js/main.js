@@ -1,6 +1,7 @@
 // The page's start: the API key, the feed, the views and the hash routes (#/models, ...).
 import { api, getKey, onAuthFailure, setKey, tryKey } from './api.js';
 import { connectFeed } from './feed.js';
+import { toast } from './dom.js';
 import { applyEvent, setListed, store, subscribe } from './store.js';
 import * as models from './models.js';
 import * as activity from './activity.js';
@@ -172,8 +173,20 @@ async function refreshListed() {
   } catch { /* AuthError is handled by its listener; the next snapshot retries */ }
 }
 
+function reloaded(message) {
+  if (!message.ok) {
+    toast(`Configuration reload failed: ${(message.errors || []).join('; ') || 'see the proxy log'}`, { bad: true, ms: 12000 });
+    return;
+  }
+  const parts = ['restarted', 'added', 'removed']
+    .filter((key) => (message[key] || []).length)
+    .map((key) => `${key} ${message[key].join(', ')}`);
+  toast(`Configuration reloaded${parts.length ? `: ${parts.join('; ')}` : ''}`);
+}
+
 function onMessage(message) {
   applyEvent(message);
+  if (message.type === 'reload') reloaded(message);
   if (message.type !== 'snapshot') return;
   snapshots += 1;
   versionEl.textContent = store.version ? `v${store.version}` : '';
