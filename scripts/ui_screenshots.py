@@ -27,6 +27,21 @@ from selenium.webdriver.support.ui import Select  # noqa: E402
 from tests.ui.harness import Browser, UIDaemon, demo_config, find_chromium  # noqa: E402
 
 VIEWS = ("models", "activity", "swaps", "logs", "playground")
+#: a peer, a profile and a selector, so the Models view shows its sections for them
+PARITY = """
+[peers.studio]
+proxy = "http://127.0.0.1:9"
+models = ["llama-70b", "qwen-coder-32b"]
+
+[profiles.coding]
+description = "chat goes to the coder"
+pins = { chat = "demo-coder" }
+
+[selectors.fast]
+strategy = "warm"
+targets = ["demo-coder", "demo-chat"]
+name = "Whichever is warm"
+"""
 
 
 def _live(browser: Browser) -> None:
@@ -89,7 +104,10 @@ def main() -> int:
         print(f"cannot take screenshots: {found}", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory() as workdir:
-        daemon = UIDaemon(demo_config(load_seconds=1.0), Path(workdir))
+        config = demo_config(load_seconds=1.0).replace(
+            "[routing.groups.chat]", PARITY + "\n[routing.groups.chat]"
+        )
+        daemon = UIDaemon(config, Path(workdir))
         browser = Browser(*found, width=1280, height=800)
         try:
             with httpx.Client(base_url=daemon.url, timeout=60, trust_env=False) as http:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from selenium.webdriver.common.by import By
 
@@ -55,6 +56,10 @@ def test_models_view_shows_peers_selectors_and_switches_profiles(
     assert "fast" in selectors
     assert "warm" in selectors
     assert "demo-coder, demo-chat" in selectors
+    # a selector is ready while a target it would use is: live, from the model states
+    assert "stopped" in block_text(page, "selectors")
+    assert httpx.post(f"{parity_daemon.url}/api/models/load/demo-chat").status_code == 200
+    page.wait(lambda d: "ready" in block_text(page, "selectors"), 30)
     # selectors and peers' models are not model cards
     cards = page.js(
         "return [...document.querySelectorAll('article.card')].map(c => c.dataset.model)"

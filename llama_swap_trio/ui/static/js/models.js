@@ -1,7 +1,7 @@
 // The Models view: every model with its state, load and unload; profiles, selectors, peers.
 import { api, modelPath, optional } from './api.js';
 import { DASH, fmtMs, fmtSeconds, h, setText, toast } from './dom.js';
-import { queuedFor, remoteRecords, setProfiles, store } from './store.js';
+import { queuedFor, remoteRecords, selectorState, setProfiles, store } from './store.js';
 
 const grid = document.getElementById('models-grid');
 const summary = document.getElementById('models-summary');
@@ -182,8 +182,8 @@ function renderProfiles() {
 function describe(record) {
   const parts = [record.name, record.description].filter(Boolean);
   const about = record.meta?.selector || {};
-  if (about.strategy) parts.push(`${about.strategy}${about.spillover ? ` (spillover ${about.spillover})` : ''}`);
-  if (Array.isArray(about.targets)) parts.push(`→ ${about.targets.join(', ')}`);
+  if (about.strategy) parts.push(`strategy ${about.strategy}${about.spillover ? ` (spillover ${about.spillover})` : ''}`);
+  if (Array.isArray(about.targets)) parts.push(`targets ${about.targets.join(', ')}`);
   return parts.join(' · ');
 }
 
@@ -194,7 +194,7 @@ function renderRemote() {
     selectorsBox.replaceChildren(h('h2', {}, 'Selectors'), h('div', { class: 'list' },
       selectors.map((r) => h('div', { class: 'list-row' },
         h('span', { class: 'mono' }, r.id), h('span', { class: 'desc grow' }, describe(r)),
-        r.status?.state ? h('span', { class: `badge ${r.status.state}` }, r.status.state) : null))));
+        ((state) => h('span', { class: `badge ${state}` }, state))(selectorState(r))))));
   }
   peersBox.hidden = peers.size === 0;
   if (peers.size) {

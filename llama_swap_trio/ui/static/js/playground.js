@@ -7,7 +7,7 @@
 // shows the model's state from the feed.
 import { api } from './api.js';
 import { fmtMs, fmtNumber, h, setText } from './dom.js';
-import { store } from './store.js';
+import { localModel, store } from './store.js';
 
 const select = document.getElementById('pg-model');
 const log = document.getElementById('pg-log');
@@ -53,17 +53,6 @@ export function renderModels() {
     select.replaceChildren(...ids.map((id) => h('option', { value: id }, id)));
     if (ids.includes(current)) select.value = current;
   }
-}
-
-/** The local model a requested name runs on (id or listed alias), if we can tell. */
-function localModel(name) {
-  if (store.models.has(name)) return store.models.get(name);
-  for (const record of store.listed) {
-    const aliases = record.meta?.aliases || [];
-    if (aliases.includes(name) && store.models.has(record.id)) return store.models.get(record.id);
-    if (record.id === name && record.meta?.alias_of) return store.models.get(record.meta.alias_of);
-  }
-  return undefined;
 }
 
 function bubble(role, text) {

@@ -239,3 +239,25 @@ export function remoteRecords() {
   }
   return { selectors, peers };
 }
+
+/** The local model a requested name runs on (id, or an alias the list names), if we can tell. */
+export function localModel(name) {
+  if (store.models.has(name)) return store.models.get(name);
+  for (const record of store.listed) {
+    const aliases = record.meta?.aliases || [];
+    if (aliases.includes(name) && store.models.has(record.id)) return store.models.get(record.id);
+    if (record.id === name && record.meta?.alias_of) return store.models.get(record.meta.alias_of);
+  }
+  return undefined;
+}
+
+/** A selector's state as /v1/models would say it now: ready while a local target it would use
+ * is ready or starting (`pin`: its first target only), from the live model states. */
+export function selectorState(record) {
+  const about = record.meta?.selector || {};
+  const targets = Array.isArray(about.targets) ? about.targets : [];
+  const candidates = about.strategy === 'pin' ? targets.slice(0, 1) : targets;
+  const live = candidates.map(localModel).filter(Boolean);
+  if (!live.length) return record.status?.state || 'stopped';
+  return live.some((m) => m.state === 'ready' || m.state === 'starting') ? 'ready' : 'stopped';
+}
