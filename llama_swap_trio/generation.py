@@ -55,7 +55,7 @@ from llama_swap_trio.reload_plan import ReloadPlan
 from llama_swap_trio.routing.router import Router
 from llama_swap_trio.upstream.api import LogLine, StateChanged, UpstreamEvent, UpstreamState
 from llama_swap_trio.upstream.guard import ProcessGuard
-from llama_swap_trio.upstream.measure import start_measuring
+from llama_swap_trio.upstream.measure import Measuring
 from llama_swap_trio.upstream.upstream import Upstream
 
 log = logging.getLogger("llama_swap_trio")
@@ -168,6 +168,7 @@ class Runtime:
         self._gate: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
         self._router: Router | None = None
+        self._measuring: Measuring | None = None
 
     @property
     def router(self) -> Router:
@@ -182,9 +183,8 @@ class Runtime:
                 self._nursery = nursery
                 for model_id, model in config.models.items():
                     self._upstreams[model_id] = await self._start_upstream(model, config)
-                measured = start_measuring(
-                    nursery, config.path, config.models, self._pid_of, self._shared.bus
-                )
+                self._measuring = Measuring(nursery, config.path, self._pid_of, self._shared.bus)
+                measured = self._measuring.configure(config.models)
                 self._router = router = Router(
                     config, self._upstreams, bus=self._shared.bus, measured=measured
                 )
@@ -204,8 +204,10 @@ class Runtime:
     async def apply(self, config: Config, plan: ReloadPlan) -> None:
         """Switch the models to a reloaded configuration (see the module docstring)."""
         assert self._nursery is not None, "the runtime is not running"
+        assert self._measuring is not None
         self.config = config
         self._notices.configure(config)
+        self._measuring.configure(config.models)
         previous_gate = self._gate
         gate = self._gate = trio.Event()
         retired = {m: self._upstreams.pop(m) for m in (*plan.restarted, *plan.removed)}

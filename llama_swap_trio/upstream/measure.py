@@ -52,11 +52,17 @@ class MeasuredStore:
     """The largest GPU memory seen per model (``routing.memory.Measured``), kept in a file."""
 
     def __init__(self, path: Path | None, models: Mapping[str, ModelConfig]) -> None:
-        self._path = path
-        self._cmds = {m.id: m.cmd for m in models.values() if m.memory == MEASURED}
+        self._path: Path | None = None
+        self._cmds: dict[str, str] = {}
         self._figures: dict[str, dict[str, object]] = {}
-        if path is not None:
-            self._figures = self._read(path)
+        self.configure(models, path)
+
+    def configure(self, models: Mapping[str, ModelConfig], path: Path | None) -> None:
+        """Measure ``models`` from now on (a reload); the file is read once it is first needed."""
+        self._cmds = {m.id: m.cmd for m in models.values() if m.memory == MEASURED}
+        if path is not None and self._path is None:
+            self._path = path
+            self._figures = {**self._read(path), **self._figures}
 
     @staticmethod
     def _read(path: Path) -> dict[str, dict[str, object]]:
@@ -125,7 +131,8 @@ class Measurer:
         members: Callable[[int], list[int]] = group_members,
         in_thread: bool = True,
     ) -> None:
-        self._watched = frozenset(m.id for m in models.values() if m.memory == MEASURED)
+        self._watched: frozenset[str] = frozenset()
+        self.configure(models)
         self._store = store
         self._gpu = gpu
         self._pid_of = pid_of
@@ -135,10 +142,12 @@ class Measurer:
         self._until: dict[str, float] = {}
         self._nursery: trio.Nursery | None = None
 
+    def configure(self, models: Mapping[str, ModelConfig]) -> None:
+        """Watch the ``"measured"`` models of ``models`` from now on (a reload)."""
+        self._watched = frozenset(m.id for m in models.values() if m.memory == MEASURED)
+
     async def run(self, bus: EventBus) -> None:
         """Follow the bus until cancelled."""
-        if not self._watched:
-            return
         with bus.subscribe() as events:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -186,23 +195,40 @@ class Measurer:
         return used
 
 
-def start_measuring(
-    nursery: trio.Nursery,
-    config_path: str,
-    models: Mapping[str, ModelConfig],
-    pid_of: Callable[[str], int | None],
-    bus: EventBus,
-) -> MeasuredStore:
-    """The store of one configuration's figures, and (when a model is ``"measured"`` and NVML
-    answers) its measurer running in ``nursery``."""
-    from llama_swap_trio.upstream import nvml
-    from llama_swap_trio.upstream.statefile import state_file_path
+class Measuring:
+    """The figures of a daemon's ``"measured"`` models and the measurer that takes them, across
+    reloads: :meth:`configure` follows each configuration (new or changed commands, models that
+    became ``"measured"``). The measurer task runs only while some model is ``"measured"`` and
+    NVML answers, so a daemon without them has no extra bus subscriber."""
 
-    wanted = any(m.memory == MEASURED for m in models.values())
-    store = MeasuredStore(
-        measurements_path(state_file_path(config_path)) if wanted else None, models
-    )
-    gpu = nvml.system_gpu() if wanted else None
-    if gpu is not None:
-        nursery.start_soon(Measurer(models, store, gpu, pid_of).run, bus)
-    return store
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        config_path: str,
+        pid_of: Callable[[str], int | None],
+        bus: EventBus,
+    ) -> None:
+        from llama_swap_trio.upstream.statefile import state_file_path
+
+        self._nursery = nursery
+        self._pid_of = pid_of
+        self._bus = bus
+        self._path = measurements_path(state_file_path(config_path))
+        self.store: MeasuredStore | None = None
+        self._measurer: Measurer | None = None
+
+    def configure(self, models: Mapping[str, ModelConfig]) -> MeasuredStore:
+        """Follow ``models``; the store the memory rule reads (the same object every time)."""
+        from llama_swap_trio.upstream import nvml
+
+        wanted = any(m.memory == MEASURED for m in models.values())
+        if self.store is None:
+            self.store = MeasuredStore(self._path if wanted else None, models)
+        else:
+            self.store.configure(models, self._path if wanted else None)
+        if self._measurer is not None:
+            self._measurer.configure(models)
+        elif wanted and (gpu := nvml.system_gpu()) is not None:
+            self._measurer = Measurer(models, self.store, gpu, self._pid_of)
+            self._nursery.start_soon(self._measurer.run, self._bus)
+        return self.store

@@ -5,16 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
+import pytest
 import trio
+import trio.testing
 
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.routing.memory import MemorySwapper
 from llama_swap_trio.routing.swappers import swapper_for
+from llama_swap_trio.upstream import nvml
 from llama_swap_trio.upstream.measure import (
     AFTER_READY,
     INTERVAL,
     MeasuredStore,
     Measurer,
+    Measuring,
     measurements_path,
 )
 from llama_swap_trio.upstream.nvml import FakeGpu
@@ -123,3 +127,33 @@ async def test_a_failing_driver_is_logged_and_keeps_nothing(
     # the real thread hop, with a real FakeGpu call
     assert await measurer.read("a", 100) is None
     assert store.measured("a") is None
+
+
+async def test_a_reload_that_makes_a_model_measured_starts_measuring_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gpu = FakeGpu({100: 3 * GiB})
+    monkeypatch.setattr(nvml, "system_gpu", lambda: gpu)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    declared = measured_config()
+    declared = attrs.evolve(
+        declared, models={**declared.models, "a": attrs.evolve(declared.models["a"], memory=GiB)}
+    )
+    bus = EventBus()
+    async with trio.open_nursery() as nursery:
+        measuring = Measuring(nursery, str(tmp_path / "config.toml"), lambda m: 100, bus)
+        store = measuring.configure(declared.models)
+        await trio.testing.wait_all_tasks_blocked()
+        assert bus.subscriber_count == 0  # nothing "measured": no measurer at all
+        # a reload turns a into "measured": the same store, now with a measurer
+        assert measuring.configure(measured_config().models) is store
+        await trio.testing.wait_all_tasks_blocked()
+        bus.publish({"type": "model_state", "model": "a", "state": "ready"})
+        with trio.fail_after(10):
+            while store.measured("a") is None:
+                await trio.sleep(0.01)
+        assert store.measured("a") == 3 * GiB
+        # beside the daemon's state file, in the state directory
+        [saved] = (tmp_path / "state" / "llama-swap-trio").glob("config.toml-*.memory.json")
+        assert MeasuredStore(saved, measured_config().models).measured("a") == 3 * GiB
+        nursery.cancel_scope.cancel()
