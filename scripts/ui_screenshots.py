@@ -27,7 +27,7 @@ from selenium.webdriver.support.ui import Select  # noqa: E402
 from tests.ui.harness import Browser, UIDaemon, demo_config, find_chromium  # noqa: E402
 
 VIEWS = ("models", "activity", "swaps", "logs", "playground")
-#: a peer, a profile and a selector, so the Models view shows its sections for them
+#: a peer, a profile, a selector and a GPU budget, so the Models view shows its sections for them
 PARITY = """
 [peers.studio]
 proxy = "http://127.0.0.1:9"
@@ -41,6 +41,9 @@ pins = { chat = "demo-coder" }
 strategy = "warm"
 targets = ["demo-coder", "demo-chat"]
 name = "Whichever is warm"
+
+[resources]
+gpu_memory = "24GiB"
 """
 
 
@@ -104,8 +107,11 @@ def main() -> int:
         print(f"cannot take screenshots: {found}", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory() as workdir:
-        config = demo_config(load_seconds=1.0).replace(
-            "[routing.groups.chat]", PARITY + "\n[routing.groups.chat]"
+        config = (
+            demo_config(load_seconds=1.0)
+            .replace("[routing.groups.chat]", PARITY + "\n[routing.groups.chat]")
+            .replace('aliases = ["chat"]', 'aliases = ["chat"]\nmemory = "7GiB"')
+            .replace('aliases = ["coder"]', 'aliases = ["coder"]\nmemory = "14GiB"')
         )
         daemon = UIDaemon(config, Path(workdir))
         browser = Browser(*found, width=1280, height=800)

@@ -1,4 +1,5 @@
-"""The Models view with peers, profiles and selectors configured (SPEC 6.3, 6.6)."""
+"""The Models view with peers, profiles, selectors and a GPU memory budget configured (SPEC 6.3,
+6.6, 6.7)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,21 @@ pins = {{ chat = "demo-coder" }}
 strategy = "warm"
 targets = ["demo-coder", "demo-chat"]
 name = "Whichever is warm"
+
+[resources]
+gpu_memory = "24GiB"
 """
 
 
 @pytest.fixture(scope="module")
 def parity_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIDaemon]:
     # the routing tables come last in demo_config: peers and the rest go before them
-    config = demo_config().replace("[routing.groups.chat]", PARITY + "\n[routing.groups.chat]")
+    config = (
+        demo_config()
+        .replace("[routing.groups.chat]", PARITY + "\n[routing.groups.chat]")
+        .replace('aliases = ["chat"]', 'aliases = ["chat"]\nmemory = "6GiB"')
+        .replace('aliases = ["coder"]', 'aliases = ["coder"]\nmemory = "8GiB"')
+    )
     instance = UIDaemon(config, tmp_path_factory.mktemp("parity"))
     try:
         yield instance
@@ -74,3 +83,18 @@ def test_models_view_shows_peers_selectors_and_switches_profiles(
     page.wait(
         lambda d: d.find_elements(By.XPATH, "//div[@id='profiles']//button[text()='Activate']")
     )
+
+
+def test_models_view_shows_the_gpu_memory_in_use(page: Browser, parity_daemon: UIDaemon) -> None:
+    assert httpx.post(f"{parity_daemon.url}/api/models/unload").status_code == 200
+    page.driver.get(f"{parity_daemon.url}/ui/#/models")
+    memory = page.wait(lambda d: d.find_element(By.ID, "memory"))
+    page.wait(lambda d: memory.text.endswith("0 MiB of 24 GiB in use"))
+    coder = page.driver.find_element(By.CSS_SELECTOR, "article.card[data-model='demo-coder']")
+    assert coder.find_element(By.CSS_SELECTOR, ".chip.mem").text == "8.0 GiB"
+    assert httpx.post(f"{parity_daemon.url}/api/models/load/demo-chat").status_code == 200
+    page.wait(lambda d: memory.text.endswith("6.0 GiB of 24 GiB in use"), 30)
+    # the longer toolbar and the sections still fit a phone
+    page.set_size(390, 844)
+    width = page.js("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1]

@@ -49,6 +49,13 @@ export function fmtClock(unixSeconds) {
   return new Date(unixSeconds * 1000).toLocaleTimeString([], { hour12: false });
 }
 
+/** Bytes as 512 MiB, 7.5 GiB. */
+export function fmtBytes(n) {
+  if (n === undefined || n === null) return DASH;
+  const gib = n / 2 ** 30;
+  return gib >= 1 ? `${gib.toFixed(gib >= 10 ? 0 : 1)} GiB` : `${Math.round(n / 2 ** 20)} MiB`;
+}
+
 export function fmtNumber(n, digits = 0) {
   if (n === undefined || n === null || Number.isNaN(n)) return DASH;
   return Number(n).toFixed(digits);

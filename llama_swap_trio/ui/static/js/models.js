@@ -1,11 +1,12 @@
 // The Models view: every model with its state, load and unload; profiles, selectors, peers.
 import { api, modelPath, optional } from './api.js';
-import { DASH, fmtMs, fmtSeconds, h, setText, toast } from './dom.js';
-import { queuedFor, remoteRecords, selectorState, setProfiles, store } from './store.js';
+import { DASH, fmtBytes, fmtMs, fmtSeconds, h, setText, toast } from './dom.js';
+import { memory, queuedFor, remoteRecords, selectorState, setProfiles, store } from './store.js';
 
 const grid = document.getElementById('models-grid');
 const summary = document.getElementById('models-summary');
 const unloadAll = document.getElementById('unload-all');
+const memoryBox = document.getElementById('memory');
 const cards = new Map(); // model id → {root, fields…}
 const pending = new Map(); // model id → 'load' | 'unload'
 let unloadingAll = false;
@@ -39,16 +40,17 @@ function makeCard(id) {
   const load = h('button', { type: 'button', class: 'primary', onclick: () => act(id, 'load') }, 'Load');
   const unload = h('button', { type: 'button', onclick: () => act(id, 'unload') }, 'Unload');
   const aliases = h('span', { class: 'aliases' });
+  const mem = h('span', { class: 'chip mem', hidden: true });
   const root = h('article', { class: 'card', dataset: { model: id }, 'aria-label': `model ${id}` },
     h('div', { class: 'card-head' },
       h('div', { class: 'card-title' }, h('div', { class: 'card-id' }, id), name, desc),
       badge),
     h('dl', { class: 'stats' }, inFlight.el, queued.el, ttl.el, lastLoad.el),
     error,
-    h('div', { class: 'card-actions' }, load, unload, aliases));
+    h('div', { class: 'card-actions' }, load, unload, mem, aliases));
   load.setAttribute('aria-label', `Load ${id}`);
   unload.setAttribute('aria-label', `Unload ${id}`);
-  return { root, badge, name, desc, inFlight, queued, ttl, lastLoad, error, load, unload, aliases };
+  return { root, badge, name, desc, mem, inFlight, queued, ttl, lastLoad, error, load, unload, aliases };
 }
 
 function updateCard(card, entry) {
@@ -67,6 +69,10 @@ function updateCard(card, entry) {
   card.lastLoad.value.title = entry.lastLoadAt ? `loaded at ${new Date(entry.lastLoadAt).toLocaleTimeString()}` : '';
   card.error.hidden = !entry.error;
   setText(card.error, entry.error || '');
+  const size = memory()?.size(entry.id);
+  card.mem.hidden = size === undefined;
+  setText(card.mem, size === undefined ? '' : fmtBytes(size));
+  card.mem.title = size === undefined ? '' : 'GPU memory this model counts for';
   const aliases = record?.meta?.aliases;
   setText(card.aliases, aliases && aliases.length ? `aka ${aliases.join(', ')}` : '');
   setText(card.load, busy === 'load' ? 'Loading…' : 'Load');
@@ -132,6 +138,22 @@ function renderGrid() {
   const running = ids.filter((id) => !['stopped', 'shutdown'].includes(store.models.get(id).state)).length;
   setText(summary, `${running} of ${ids.length} running`);
   unloadAll.disabled = unloadingAll || running === 0;
+  renderMemory();
+}
+
+/** The GPU memory budget ([resources] gpu_memory) as a bar: used of the budget. */
+function renderMemory() {
+  const mem = memory();
+  memoryBox.hidden = !mem;
+  if (!mem) return;
+  const bar = memoryBox.querySelector('.bar-fill');
+  const share = mem.budget ? Math.min(1, mem.used / mem.budget) : 0;
+  bar.style.width = `${(share * 100).toFixed(1)}%`;
+  bar.classList.toggle('full', share > 0.9);
+  memoryBox.querySelector('.bar').hidden = !mem.budget;
+  setText(memoryBox.querySelector('.mem-text'), mem.budget
+    ? `${fmtBytes(mem.used)} of ${fmtBytes(mem.budget)} in use`
+    : `${fmtBytes(mem.used)} in use`);
 }
 
 // -- profiles, selectors and peers (shown only when the daemon has them) ------------------------

@@ -25,6 +25,8 @@ export const store = {
   swaps: [],
   /** GET /api/profiles, or null when the daemon has none */
   profiles: null,
+  /** the snapshot's `resources` ({gpu_memory, sizes: {model: [running, asleep]}}), or null */
+  resources: null,
 };
 
 const listeners = new Set();
@@ -104,6 +106,7 @@ function applySnapshot(msg) {
   }
   for (const id of [...store.models.keys()]) if (!seen.has(id)) store.models.delete(id);
   store.queue = msg.queue || [];
+  store.resources = msg.resources || null;
   if (Array.isArray(msg.requests)) {
     store.tracksRequests = true;
     store.open = new Map(msg.requests.map((r) => [r.id, { ...r, chunks: 0, bytes: 0, rate: null, seenAt: Date.now() }]));
@@ -260,4 +263,19 @@ export function selectorState(record) {
   const live = candidates.map(localModel).filter(Boolean);
   if (!live.length) return record.status?.state || 'stopped';
   return live.some((m) => m.state === 'ready' || m.state === 'starting') ? 'ready' : 'stopped';
+}
+
+/** GPU memory: {budget, used, size(id)} from the snapshot's sizes and the live states, or null
+ * when the config has no memory settings. */
+export function memory() {
+  const res = store.resources;
+  if (!res) return null;
+  const sizes = res.sizes || {};
+  let used = 0;
+  for (const [id, [running, asleep]] of Object.entries(sizes)) {
+    const state = store.models.get(id)?.state;
+    if (!state || state === 'stopped' || state === 'shutdown') continue;
+    used += state === 'sleeping' ? asleep : running;
+  }
+  return { budget: res.gpu_memory ?? null, used, size: (id) => sizes[id]?.[0] };
 }
