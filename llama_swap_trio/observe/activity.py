@@ -79,7 +79,11 @@ class Store:
     def write(self, events: Iterable[Event]) -> None:
         """Append ``events`` in one transaction and drop rows beyond the newest ``keep``."""
         rows = [
-            (event.get("at"), event.get("model"), json.dumps(event, separators=(",", ":")))
+            (
+                event.get("at"),
+                event.get("model"),
+                json.dumps({k: v for k, v in event.items() if k != "type"}, separators=(",", ":")),
+            )
             for event in events
         ]
         with self._db:
@@ -128,7 +132,7 @@ class Activity:
     """
 
     def __init__(self, max_entries: int, store: Store | None = None) -> None:
-        self._ring: deque[dict[str, Any]] = deque(maxlen=max_entries)
+        self._ring: deque[Event] = deque(maxlen=max_entries)
         self._store = store
         self._pending: deque[Event] = deque(maxlen=MAX_PENDING)
         self._dropped = 0
@@ -140,12 +144,12 @@ class Activity:
         """The bus listener: keeps every ``request`` event."""
         if event.get("type") != "request":
             return
-        record = {key: value for key, value in event.items() if key != "type"}
-        self._ring.append(record)
+        # kept as published (events are never changed after it); ``type`` is left out on reading
+        self._ring.append(event)
         if self._store is not None:
             if len(self._pending) == MAX_PENDING:
                 self._dropped += 1
-            self._pending.append(record)
+            self._pending.append(event)
 
     def recent(self, limit: int = DEFAULT_LIMIT, model: str | None = None) -> list[dict[str, Any]]:
         """The newest ``limit`` finished requests (of ``model`` when given), newest first."""
@@ -154,7 +158,7 @@ class Activity:
             if len(found) >= limit:
                 break
             if model is None or record.get("model") == model:
-                found.append(record)
+                found.append({key: value for key, value in record.items() if key != "type"})
         return found
 
     async def run(self) -> None:

@@ -91,25 +91,24 @@ class RequestLife:
         return {"id": self.id, "model": self.model, "path": self.path, "at": self.at}
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
-
-
 class RequestTracker:
     """Ids, the open requests (for the feed's snapshot) and the three request events."""
 
     def __init__(self, bus: EventBus) -> None:
         self._bus = bus
         # A per-run prefix: ids stay unique in a history that outlives the run (activity.db).
-        self._prefix = secrets.token_hex(3)
+        self._prefix = secrets.token_hex(3) + "-"
         self._numbers = itertools.count(1)
         self._open: dict[str, RequestLife] = {}
 
     def start(self, model: str, path: str, method: str, arrived: float) -> RequestLife:
         """A request was resolved to ``model``: publish ``request_start`` and track it."""
-        life = RequestLife(f"{self._prefix}-{next(self._numbers)}", model, path, method, arrived)
-        self._open[life.id] = life
-        self._bus.publish({"type": "request_start", **life.start_record()})
+        rid = self._prefix + str(next(self._numbers))
+        life = RequestLife(rid, model, path, method, arrived)
+        self._open[rid] = life
+        self._bus.publish(
+            {"type": "request_start", "id": rid, "model": model, "path": path, "at": life.at}
+        )
         return life
 
     def finish(
@@ -138,15 +137,18 @@ class RequestTracker:
         load_ms = life.load_ms
         if life.granted is None and life.loading_since is not None:
             load_ms = (now - life.loading_since) * 1000  # the load it waited for, up to its end
+        arrived = life.arrived
         event: dict[str, Any] = {
             "type": "request",
             "id": life.id,
             "model": life.model,
             "path": life.path,
             "status": status,
-            "duration_ms": _ms(now - life.arrived),
-            "ttfb_ms": None if first_byte_at is None else _ms(first_byte_at - life.arrived),
-            "queue_ms": _ms(max(0.0, granted - life.started)),
+            "duration_ms": round((now - arrived) * 1000, 3),
+            "ttfb_ms": None
+            if first_byte_at is None
+            else round((first_byte_at - arrived) * 1000, 3),
+            "queue_ms": round(max(0.0, granted - life.started) * 1000, 3),
             "load_ms": round(load_ms, 3),
             "upstream_ttfb_ms": None if upstream_ttfb_ms is None else round(upstream_ttfb_ms, 3),
             "at": life.at,
