@@ -33,6 +33,8 @@ MAX_JSON_BYTES = 1 << 20
 #: an SSE line longer than this is skipped (a Responses API ``response.completed`` event carries
 #: the whole answer next to its usage, so lines holding usage can be long)
 MAX_SSE_LINE = 1 << 20
+#: chunks up to this size count their event ends with one ``bytes.count``
+_SMALL_CHUNK = 2048
 #: a key split between two chunks: this many bytes on each side of the seam are checked
 _SEAM = len(b'"timings"') - 1
 
@@ -104,11 +106,8 @@ class UsageSniffer:
         """Account for one relayed chunk. Never raises on malformed data."""
         self.bytes += len(chunk)
         if self._sse and chunk:
-            # One C-level count per chunk; an event's blank line may straddle two chunks.
-            self.events += chunk.count(b"\n\n") + (
-                self._ended_with_newline and chunk[0] == 10  # b"\n"
-            )
-            self._ended_with_newline = chunk[-1] == 10
+            self.events += self._count_events(chunk)
+            self._ended_with_newline = chunk[-1] == 10  # b"\n"
         if not self._enabled or not chunk:
             return
         if self._sse:
@@ -130,6 +129,25 @@ class UsageSniffer:
         return Usage(self._prompt, self._completion, self._tps)
 
     # -- SSE -------------------------------------------------------------------------------------
+
+    def _count_events(self, chunk: bytes) -> int:
+        """Blank lines (event ends) in ``chunk``, one that straddles the previous chunk included.
+
+        ``bytes.count(b"\n\n")`` costs about 4 ns a byte on long lines (a two-byte pattern; a
+        bulk stream's 64 KiB reads ran at half speed), while finding one byte runs at memory
+        speed: a big chunk is walked newline by newline instead, a token-sized one counted."""
+        events = 1 if self._ended_with_newline and chunk[0] == 10 else 0
+        if len(chunk) <= _SMALL_CHUNK:
+            return events + chunk.count(b"\n\n")
+        find = chunk.find
+        at = find(b"\n")
+        while at >= 0:
+            if chunk[at + 1 : at + 2] == b"\n":
+                events += 1
+                at = find(b"\n", at + 2)
+            else:
+                at = find(b"\n", at + 1)
+        return events
 
     def _feed_sse(self, chunk: bytes) -> None:
         start = 0

@@ -227,3 +227,13 @@ def test_the_sniffer_counts_events_and_bytes_across_chunks() -> None:
     assert sniffer.sse
     assert sniffer.events == 4
     assert sniffer.bytes == 10 + 9 + 13 + 12
+
+
+def test_the_sniffer_counts_events_in_big_chunks_too() -> None:
+    event = b"data: " + b"x" * 5000 + b"\n\n"
+    stream = event * 6
+    sniffer = UsageSniffer("text/event-stream")
+    for start in range(0, len(stream), 4099):  # pieces that split the blank lines anywhere
+        sniffer.feed(stream[start : start + 4099])
+    assert sniffer.events == 6
+    assert sniffer.bytes == len(stream)
