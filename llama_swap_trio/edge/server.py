@@ -34,7 +34,8 @@ Semantics kept from hypercorn, which the app relies on:
   is complete.
 - An app that returns before finishing its response leaves it truncated and the connection is
   closed (the client sees an incomplete body, never a complete-looking one); one that returns
-  without starting a response gets a 500.
+  without starting a response gets a 500, unless the client left (a body cut short by a
+  half-close included: the connection is closed without an answer).
 - A ``date`` header on every response, no ``server`` header.
 
 Writes: a response with a ``Content-Length`` goes out with its head and first body bytes in one
@@ -459,7 +460,10 @@ class _Exchange:
             self.keep_alive = False
         if not self.started:
             self.keep_alive = False
-            await self._send_500()
+            # a client that left (or cut its body short with a half-close) gets no answer:
+            # its request never was whole, so a 500 would blame us for its bytes
+            if not self.watch.disconnected:
+                await self._send_500()
         elif not self.complete:
             self.keep_alive = False  # left truncated on purpose (see the module docstring)
             if self.pending_head is not None:

@@ -173,9 +173,9 @@ class UpstreamResponse:
         return self._done
 
     def header(self, name: bytes) -> bytes | None:
-        """The first value of header ``name`` (lower case), or None."""
+        """The first value of header ``name`` (given in lower case), or None."""
         for key, value in self.headers:
-            if key == name:
+            if key.lower() == name:
                 return value
         return None
 

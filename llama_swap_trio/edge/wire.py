@@ -130,7 +130,8 @@ class ResponseHead:
 
     Attributes:
         status: the status code.
-        headers: ``(name, value)`` pairs, names lower-cased, values as sent.
+        headers: ``(name, value)`` pairs as sent (names keep the upstream's spelling; compare
+            them lower-cased).
         framing: a :class:`Framing` value; ``length`` the Content-Length for ``LENGTH``.
         keep_alive: the connection may carry another request once this response is complete.
     """
@@ -166,6 +167,8 @@ def parse_response_head(head: bytes, method: str) -> ResponseHead:
     if status_line is None:
         raise ProtocolError(f"malformed status line {lines[0][:100]!r}")
     status = int(status_line[2])
+    if not 100 <= status <= 599:  # "000", "099": no status at all, never an interim answer
+        raise ProtocolError(f"status {status_line[2].decode()} is outside 100-599")
     keep_alive = status_line[1] == b"1"  # HTTP/1.0: close after the response
     headers: list[tuple[bytes, bytes]] = []
     codings: list[bytes] = []
@@ -182,7 +185,7 @@ def parse_response_head(head: bytes, method: str) -> ResponseHead:
             lengths.update(v.strip() for v in value.split(b","))
         elif name == b"connection" and b"close" in value.lower():
             keep_alive = False
-        headers.append((name, value))
+        headers.append((field[1], value))  # the client sees the upstream's own spelling
     if method == "HEAD" or status < 200 or status in (204, 304):
         return ResponseHead(status, headers, Framing.NONE, 0, keep_alive)
     if codings:

@@ -166,27 +166,47 @@ def request_headers(scope: Scope, body: bytes) -> list[tuple[bytes, bytes]]:
 def response_headers(response: UpstreamResponse) -> list[tuple[bytes, bytes]]:
     """The upstream's headers as sent to the client (SSE also gets ``x-accel-buffering: no``).
 
-    Names are lower case (the client's parser). ``Content-Length`` is rewritten as the one length
-    the body is actually delimited by (a list like ``5, 5`` becomes ``5``) and dropped when the
-    body is chunked or runs to the close (RFC 9112 6.3: Transfer-Encoding overrides it); the
-    server then frames the body itself. Bodiless answers (HEAD, 204, 304) keep the upstream's.
+    Names keep the upstream's spelling. ``Content-Length`` is rewritten as the one length the
+    body is actually delimited by (a list like ``5, 5`` becomes ``5``) and dropped when the body
+    is chunked or runs to the close (RFC 9112 6.3: Transfer-Encoding overrides it); the server
+    then frames the body itself. Bodiless answers carry no length that disagrees with having no
+    body (SPEC 6.1): none on 1xx and 204 (RFC 9110 8.6), and on HEAD and 304 only a valid one
+    (the length a GET would get).
     """
     raw = response.headers
     drop = _RESPONSE_DROP | _connection_tokens(raw) if _has_connection(raw) else _RESPONSE_DROP
     length = response.content_length
-    if length is not None or response.has_body:
-        drop = drop | {b"content-length"}
-    out = [(name, value) for name, value in raw if name not in drop]
+    if length is None and not response.has_body:
+        length = _bodiless_length(response)
+    drop = drop | {b"content-length"}
+    out = [(name, value) for name, value in raw if name.lower() not in drop]
     if length is not None:
         out.append((b"content-length", b"%d" % length))
-    if _is_sse(response) and not any(name == b"x-accel-buffering" for name, _ in out):
+    if _is_sse(response) and response.header(b"x-accel-buffering") is None:
         # tells nginx and friends in front of us not to buffer the token stream (llama-swap #236)
         out.append((b"x-accel-buffering", b"no"))
     return out
 
 
+def _bodiless_length(response: UpstreamResponse) -> int | None:
+    """The ``Content-Length`` a bodiless answer may pass on: HEAD and 304 only, one valid value."""
+    status = response.status_code
+    if status < 200 or status == 204:
+        return None
+    values = {
+        v.strip()
+        for name, value in response.headers
+        if name.lower() == b"content-length"
+        for v in value.split(b",")
+    }
+    if len(values) != 1:
+        return None
+    (value,) = values
+    return int(value) if value.isdigit() and len(value) <= 18 else None
+
+
 def _has_connection(headers: Sequence[tuple[bytes, bytes]]) -> bool:
-    return any(name == b"connection" for name, _ in headers)
+    return any(name.lower() == b"connection" for name, _ in headers)
 
 
 def _is_sse(response: UpstreamResponse) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import trio
+
 from tests.e2e.conftest import StartDaemon
 from tests.fakes import fake_cmd, free_port
 
@@ -36,3 +38,30 @@ concurrency_limit = 1
             assert refused.headers["retry-after"] == "1"
             assert refused.json()["error"]["code"] == "concurrency_limit"
             await r.aread()
+
+
+async def test_a_body_cut_short_by_a_half_close_is_never_a_500(start_daemon: StartDaemon) -> None:
+    daemon = await start_daemon(
+        f"""
+start_port = {free_port()}
+[models.a]
+cmd = {json.dumps(fake_cmd("--model-id", "a"))}
+"""
+    )
+    host, port = daemon.url.removeprefix("http://").split(":")
+    for path in ("/v1/chat/completions", "/upstream/a/x"):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(
+                f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: 100\r\n\r\n".encode()
+                + b'{"model": '
+            )
+            await stream.send_eof()  # the client stops sending: 90 body bytes never come
+            received = b""
+            with trio.fail_after(10):
+                while data := await stream.receive_some():
+                    received += data
+        # closed without an answer, or a 400: never a 500
+        assert received == b"" or received.startswith(b"HTTP/1.1 400 "), received
+    async with daemon.client() as client:
+        assert (await client.get("/health")).status_code == 200

@@ -96,7 +96,7 @@ def test_response_head_framing() -> None:
         5,
         True,
     )
-    assert head.headers == [(b"content-length", b"5"), (b"x-a", b"b")]
+    assert head.headers == [(b"Content-Length", b"5"), (b"X-A", b"b")]  # spelling kept
     chunked = parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked", "GET")
     assert chunked.framing == Framing.CHUNKED
     assert chunked.keep_alive
