@@ -52,7 +52,10 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--listen",
             default=argparse.SUPPRESS if sub else DEFAULT_LISTEN,
-            help=f"HOST:PORT to listen on (default {DEFAULT_LISTEN}; port 0 picks a free port)",
+            help=(
+                f"HOST:PORT to listen on, :PORT for every interface (default {DEFAULT_LISTEN};"
+                " port 0 picks a free port)"
+            ),
         )
         p.add_argument(
             "--log-level",

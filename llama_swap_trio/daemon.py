@@ -70,14 +70,15 @@ class DaemonError(Exception):
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port).
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port); ``:PORT`` -> ("", port), every
+    interface, IPv4 and IPv6 (edge/listen.py).
 
     Raises:
         ValueError: with a message saying what is wrong.
     """
     host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if not sep or host == "[]":
+        raise ValueError(f"expected HOST:PORT or :PORT, got {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:

@@ -95,6 +95,12 @@ def test_listen_accepts_ipv6_brackets() -> None:
     assert parse_listen("127.0.0.1:8080") == ("127.0.0.1", 8080)
 
 
+def test_listen_without_a_host_means_every_interface() -> None:
+    assert parse_listen(":8080") == ("", 8080)
+    with pytest.raises(ValueError):
+        parse_listen("[]:8080")
+
+
 async def test_demo_upstream_command_serves_the_openai_sdk() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -66,6 +66,7 @@ from llama_swap_trio.edge import sockio
 from llama_swap_trio.edge.disconnect import WATCH_EXTENSION, ClientWatch
 from llama_swap_trio.edge.handoff import Handoff
 from llama_swap_trio.edge.limits import AcceptTrouble, ConnectionSlots, derived_max_connections
+from llama_swap_trio.edge.listen import open_listeners
 from llama_swap_trio.edge.relay_hub import CLIENT_GONE, DONE, RELAY_EXTENSION, Relay, RelayHub
 from llama_swap_trio.edge.wire import MAX_HEAD, BodyReader, RequestHead, parse_request_head
 from llama_swap_trio.http.asgi import ASGIApp, Message
@@ -693,9 +694,7 @@ async def serve(
     door = FrontDoor(app, hypercorn_config, server or ServerConfig(), tls)
     listeners = [
         sockio.stdlib_socket(listener.socket)
-        for listener in await trio.open_tcp_listeners(
-            port, host=host, backlog=hypercorn_config.backlog
-        )
+        for listener in await open_listeners(host, port, hypercorn_config.backlog)
     ]
     try:
         async with trio.open_nursery() as outer:
