@@ -44,6 +44,7 @@ from llama_swap_trio.http.debug import DEBUG_PATH, debug_enabled, debug_state
 from llama_swap_trio.http.errors import send_bytes, send_error, send_json, send_text
 from llama_swap_trio.http.events import handle_events
 from llama_swap_trio.http.forward import CLIENT_CLOSED, ForwardResult, forward_http
+from llama_swap_trio.http.heavy_body import is_heavy, parse_heavy, rewrite_any
 from llama_swap_trio.http.hygiene import (
     CLIENT_QUERY,
     check_upstream_rest,
@@ -72,7 +73,6 @@ from llama_swap_trio.http.request import (
     match_upstream,
     read_body,
 )
-from llama_swap_trio.http.rewrite import rewrite_request
 from llama_swap_trio.http.websocket_tunnel import tunnel_websocket
 from llama_swap_trio.logbuffer import LogBuffer
 from llama_swap_trio.observe import Observability
@@ -328,7 +328,10 @@ class App:
     async def _model_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._refuse_if_shutting_down()
         body = await read_body(scope, receive)
-        parsed = extract_model(scope, body)
+        if is_heavy(scope, body):  # parsed off the event loop (http/heavy_body.py)
+            parsed = await parse_heavy(scope, body)
+        else:
+            parsed = extract_model(scope, body)
         # the active profile's pin, then a selector, then a local model or a peer's (SPEC 6.6)
         with self.names.choose(parsed.model) as choice:
             if choice.peer is not None:
@@ -349,7 +352,7 @@ class App:
         peer: PeerModel,
     ) -> None:
         model, _ = self.peers.view(peer)
-        rewritten = rewrite_request(self.peers.scope_for(scope, peer), body, parsed, model)
+        rewritten = await rewrite_any(self.peers.scope_for(scope, peer), body, parsed, model)
         life = self._start_life(scope, model)
         await self._forward(
             model,
@@ -372,7 +375,7 @@ class App:
         model: ModelConfig,
         name: str,
     ) -> None:
-        rewritten = rewrite_request(scope, body, parsed, model, name)
+        rewritten = await rewrite_any(scope, body, parsed, model, name)
         path: str = scope["path"]
         life = self._start_life(scope, model)
         if (

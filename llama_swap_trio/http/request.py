@@ -88,6 +88,8 @@ class ParsedRequest:
     stream: bool = False
     #: the multipart boundary when the body is multipart
     boundary: bytes | None = None
+    #: a JSON body read by the helper process (http/heavy_body.py): ``json_body`` is None
+    heavy: bool = False
 
 
 def media_type(scope: Scope) -> tuple[str | None, bytes]:
@@ -110,7 +112,7 @@ def extract_model(scope: Scope, body: bytes) -> ParsedRequest:
     json_body: dict[str, Any] | None = None
     stream = False
     boundary: bytes | None = None
-    if kind is None or kind == "application/json" or _curl_json(kind, body):
+    if _is_json(kind, body):
         if body.strip():
             json_body = _parse_json_object(body)
             stream = json_body.get("stream") is True
@@ -136,6 +138,15 @@ def extract_model(scope: Scope, body: bytes) -> ParsedRequest:
         if model:
             return ParsedRequest(model, "query", json_body, stream, boundary)
     raise errors.model_required()
+
+
+def json_kind(scope: Scope, body: bytes) -> bool:
+    """Whether the body is read as JSON (SPEC 3.1: JSON, no ``Content-Type``, or curl's form)."""
+    return _is_json(media_type(scope)[0], body)
+
+
+def _is_json(kind: str | None, body: bytes) -> bool:
+    return kind is None or kind == "application/json" or _curl_json(kind, body)
 
 
 def _curl_json(kind: str, body: bytes) -> bool:

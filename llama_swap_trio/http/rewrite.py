@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import attrs
 
-from llama_swap_trio.config.model import ModelConfig
+from llama_swap_trio.config.model import Filters, ModelConfig
 from llama_swap_trio.http.asgi import Scope
 from llama_swap_trio.http.request import ParsedRequest, find_form_field
 
@@ -92,7 +92,11 @@ def _dump_json(obj: dict[str, Any]) -> bytes:
 
 def apply_filters(obj: dict[str, Any], model: ModelConfig, requested: str) -> bool:
     """Apply ``strip_params``, ``set_params``, ``set_params_by_id[requested]``; True if changed."""
-    filters = model.filters
+    return apply_filter_set(obj, model.filters, requested)
+
+
+def apply_filter_set(obj: dict[str, Any], filters: Filters, requested: str) -> bool:
+    """:func:`apply_filters` with the filters given (the JSON worker has no ModelConfig)."""
     changed = False
     for key in filters.strip_params:
         if key != "model":
