@@ -31,6 +31,20 @@ _DISCONNECT = frozenset({"http.disconnect", "websocket.disconnect"})
 WATCH_EXTENSION = "llama_swap_trio.client_watch"
 
 
+async def until_disconnect(receive: Receive) -> None:
+    """Read ``receive()`` until it says the client left (``http.disconnect`` or
+    ``websocket.disconnect``); other messages are ignored."""
+    while (await receive())["type"] not in _DISCONNECT:
+        pass
+
+
+async def cancel_when_client_leaves(receive: Receive, scope: trio.CancelScope) -> None:
+    """A watcher task for a response that runs until the client leaves (a feed, a log
+    stream): cancels ``scope`` when ``receive()`` says the client left."""
+    await until_disconnect(receive)
+    scope.cancel()
+
+
 class ClientWatch:
     """Whether the client disconnected, and the cancel scopes to cancel when it does."""
 
@@ -57,8 +71,7 @@ class ClientWatch:
 
         Other messages (request body parts the app did not read) are ignored.
         """
-        while (await receive())["type"] not in _DISCONNECT:
-            pass
+        await until_disconnect(receive)
         self.client_left()
 
     def client_left(self) -> None:

@@ -32,6 +32,7 @@ import trio
 
 from llama_swap_trio import __version__
 from llama_swap_trio.config.model import Config
+from llama_swap_trio.edge.disconnect import cancel_when_client_leaves
 from llama_swap_trio.feed.bus import EventBus, Subscription
 from llama_swap_trio.http.asgi import Receive, Scope, Send
 from llama_swap_trio.routing.api import RouterLike, RouterSnapshot
@@ -125,13 +126,8 @@ async def _bound_after_close(subscription: Subscription, relay: trio.CancelScope
 async def _serve_sse(
     receive: Receive, send: Send, subscription: Subscription, first: dict[str, Any]
 ) -> None:
-    async def watch_disconnect(cancel_scope: trio.CancelScope) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        cancel_scope.cancel()
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch_disconnect, nursery.cancel_scope)
+        nursery.start_soon(cancel_when_client_leaves, receive, nursery.cancel_scope)
         with trio.CancelScope() as relay:
             nursery.start_soon(_bound_after_close, subscription, relay)
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
@@ -149,15 +145,9 @@ async def _serve_websocket(
     if message["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept"})
-
-    async def watch_disconnect(cancel_scope: trio.CancelScope) -> None:
-        # messages from the client are ignored; only its leaving matters
-        while (await receive())["type"] != "websocket.disconnect":
-            pass
-        cancel_scope.cancel()
-
+    # messages from the client are ignored; only its leaving matters
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch_disconnect, nursery.cancel_scope)
+        nursery.start_soon(cancel_when_client_leaves, receive, nursery.cancel_scope)
         with trio.CancelScope() as relay:
             nursery.start_soon(_bound_after_close, subscription, relay)
             await send({"type": "websocket.send", "text": json.dumps(first)})

@@ -22,6 +22,7 @@ import trio
 
 from llama_swap_trio import errors
 from llama_swap_trio.config.model import Config
+from llama_swap_trio.edge.disconnect import cancel_when_client_leaves
 from llama_swap_trio.http.asgi import Receive, Scope, Send
 from llama_swap_trio.http.errors import send_text
 from llama_swap_trio.logbuffer import LogBuffer, LogReader
@@ -108,11 +109,6 @@ async def _pump(readers: list[tuple[str, LogReader]], receive: Receive, send: Se
     """Send what the readers yield until the client leaves (or every reader ends)."""
     chunks_in, chunks_out = trio.open_memory_channel[bytes](0)
 
-    async def watch_disconnect(cancel_scope: trio.CancelScope) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        cancel_scope.cancel()
-
     async def read_one(prefix: str, reader: LogReader, out: trio.MemorySendChannel[bytes]) -> None:
         async with out:
             while True:
@@ -129,7 +125,7 @@ async def _pump(readers: list[tuple[str, LogReader]], receive: Receive, send: Se
                 await out.send(text.encode())
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch_disconnect, nursery.cancel_scope)
+        nursery.start_soon(cancel_when_client_leaves, receive, nursery.cancel_scope)
         async with chunks_in:
             for prefix, reader in readers:
                 nursery.start_soon(read_one, prefix, reader, chunks_in.clone())
