@@ -7,6 +7,8 @@ renders them. Constructors below name each case so call sites read as the table 
 
 from __future__ import annotations
 
+import math
+
 SOURCE = "llama-swap-trio"
 
 
@@ -71,10 +73,14 @@ def not_found(path: str) -> ProxyError:
     return ProxyError(404, "invalid_request_error", "not_found", f"no such endpoint: {path}")
 
 
-def model_not_loaded(model: str) -> ProxyError:
-    return ProxyError(
-        409, "invalid_request_error", "model_not_loaded", f"model '{model}' is not loaded"
-    )
+def model_not_loaded(model: str, *, autoload_off: bool = False) -> ProxyError:
+    message = f"model '{model}' is not loaded"
+    if autoload_off:
+        message += (
+            f", and autoload is off for it: requests never load it; "
+            f"load it with POST /api/models/load/{model}"
+        )
+    return ProxyError(409, "invalid_request_error", "model_not_loaded", message)
 
 
 def model_protected(model: str, protected: list[str], *, api_load: bool = False) -> ProxyError:
@@ -141,6 +147,29 @@ def model_unloaded(model: str) -> ProxyError:
         "model_unloaded",
         f"model '{model}' was unloaded while the request waited for it",
         _RETRY,
+    )
+
+
+def queue_timeout(
+    model: str, timeout: float, estimate: float | None, *, at_once: bool = False
+) -> ProxyError:
+    """503 for a request that waited ``timeout`` (or would: ``at_once``); ``Retry-After`` is the
+    estimated wait in whole seconds (at least 1; 1 when nothing is measured yet)."""
+    retry = max(1, math.ceil(estimate)) if estimate is not None else 1
+    if at_once:
+        what = (
+            f"its estimated wait of {estimate:.1f} s (measured load and stop times of what is "
+            f"ahead of it) exceeds its queue_timeout of {timeout:g} s"
+        )
+    else:
+        what = f"it waited its queue_timeout of {timeout:g} s for its turn"
+    return ProxyError(
+        503,
+        "server_error",
+        "queue_timeout",
+        f"request for model '{model}' refused: {what}; retry in {retry} s "
+        f"(GET /api/plan/{model} shows what it waits for)",
+        (("retry-after", str(retry)),),
     )
 
 

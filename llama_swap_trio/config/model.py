@@ -95,6 +95,14 @@ class ModelConfig:
     sleep: SleepConfig | None = None
     #: bytes a sleeping model still holds
     sleep_memory: int = 0
+    #: seconds a loaded model is kept before it may be evicted for another (SPEC 6.5)
+    min_residency: float = 0.0
+    #: seconds a request may wait for its turn, resolved against the global value; 0 = none
+    queue_timeout: float = 0.0
+    #: False: requests never load it, only an API load or preload (resolved against the global)
+    autoload: bool = True
+    #: False: an open ``/upstream`` websocket does not count as in flight
+    websockets_hold_model: bool = True
 
     @property
     def all_aliases(self) -> tuple[str, ...]:
@@ -147,6 +155,9 @@ class RoutingConfig:
     #: every group, including the implicit ``DEFAULT_GROUP`` when some model is in no group
     groups: Mapping[str, GroupConfig] = attrs.field(factory=dict)
     matrix: MatrixConfig | None = None
+    #: seconds the oldest waiting request may wait before the models its load would evict are
+    #: held back (SPEC 6.5); 0 = off
+    starvation_after: float = 30.0
 
 
 @attrs.frozen

@@ -78,13 +78,17 @@ class RawModel:
     metadata: dict[str, object] = attrs.field(factory=dict)
     filters: RawFilters = attrs.field(factory=RawFilters)
     timeouts: RawTimeouts = attrs.field(factory=RawTimeouts)
-    #: scheduling (SPEC 6.5)
+    #: scheduling (SPEC 6.5); None = the global value
     protected: bool = False
     #: a size (int or string) or "measured"; parsed by config.memory, None = not set
     memory: object = None
     sleep: RawSleep | None = None
     #: a size (int or string); parsed by config.memory
     sleep_memory: object = 0
+    min_residency: float = 0.0
+    queue_timeout: float | None = None
+    autoload: bool | None = None
+    websockets_hold_model: bool = True
 
 
 @attrs.frozen
@@ -108,6 +112,7 @@ class RawRouting:
     groups: dict[str, RawGroup] = attrs.field(factory=dict)
     matrix: RawMatrix | None = None
     priority: dict[str, int] = attrs.field(factory=dict)
+    starvation_after: float = 30.0
 
 
 @attrs.frozen
@@ -168,6 +173,8 @@ class RawConfig:
     send_loading_state: bool = False
     include_aliases_in_list: bool = False
     api_keys: tuple[str, ...] = ()
+    queue_timeout: float = 0.0
+    autoload: bool = True
     macros: dict[str, object] = attrs.field(factory=dict)
     hooks: RawHooks = attrs.field(factory=RawHooks)
     upstream: RawUpstream = attrs.field(factory=RawUpstream)

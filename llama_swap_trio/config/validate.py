@@ -110,6 +110,7 @@ class _Checker:
             )
         _at_least(self.problems, ("global_ttl",), top.global_ttl, 0)
         _at_least(self.problems, ("unload_timeout",), top.unload_timeout, 0)
+        _at_least(self.problems, ("queue_timeout",), top.queue_timeout, 0)
         _enum(self.problems, ("log_level",), top.log_level, get_args(m.LogLevel))
         _enum(self.problems, ("log_to_stdout",), top.log_to_stdout, get_args(m.LogToStdout))
         for i, key in enumerate(top.api_keys):
@@ -182,6 +183,9 @@ class _Checker:
         _at_least(self.problems, (*path, "ttl"), raw.ttl, -1)
         _at_least(self.problems, (*path, "unload_timeout"), raw.unload_timeout, 0)
         _at_least(self.problems, (*path, "concurrency_limit"), raw.concurrency_limit, 0)
+        _at_least(self.problems, (*path, "min_residency"), raw.min_residency, 0)
+        if raw.queue_timeout is not None:
+            _at_least(self.problems, (*path, "queue_timeout"), raw.queue_timeout, 0)
         _at_least(self.problems, (*path, "timeouts", "connect"), raw.timeouts.connect, 0)
         _at_least(
             self.problems, (*path, "timeouts", "response_header"), raw.timeouts.response_header, 0
@@ -268,6 +272,7 @@ class _Checker:
         """The routing config, each grouped model's group, and the resolved priorities."""
         add = self.problems.add
         _enum(self.problems, ("routing", "router"), routing.router, get_args(m.RouterKind))
+        _at_least(self.problems, ("routing", "starvation_after"), routing.starvation_after, 0)
         group_of: dict[str, str] = {}
         groups: dict[str, m.GroupConfig] = {}
         for name, group in routing.groups.items():
@@ -315,7 +320,8 @@ class _Checker:
                 priority[model_id] = value
                 priority_from[model_id] = name
         kind: m.RouterKind = "matrix" if routing.router == "matrix" else "group"
-        return m.RoutingConfig(kind, groups, matrix), group_of, priority
+        routing_config = m.RoutingConfig(kind, groups, matrix, routing.starvation_after)
+        return routing_config, group_of, priority
 
 
 def build_config(typed: Typed, problems: Problems) -> m.Config | None:
@@ -405,6 +411,10 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
             memory=memory[model_id].memory,
             sleep=memory[model_id].sleep,
             sleep_memory=memory[model_id].sleep_memory,
+            min_residency=raw.min_residency,
+            queue_timeout=top.queue_timeout if raw.queue_timeout is None else raw.queue_timeout,
+            autoload=top.autoload if raw.autoload is None else raw.autoload,
+            websockets_hold_model=raw.websockets_hold_model,
         )
     return m.Config(
         path=typed.path,

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 import trio
 
@@ -72,6 +72,13 @@ from llama_swap_trio.http.request import (
     extract_model,
     match_upstream,
     read_body,
+)
+from llama_swap_trio.http.scheduling import (
+    PLAN_PREFIX,
+    QUEUE_PATH,
+    query_flag,
+    send_plan,
+    send_queue,
 )
 from llama_swap_trio.http.websocket_tunnel import tunnel_websocket
 from llama_swap_trio.logbuffer import LogBuffer
@@ -226,6 +233,7 @@ class App:
                 PROFILES_PATH: (get, self._profiles),
                 PROFILES_ACTIVE: (frozenset({"POST", "PUT", "DELETE"}), self._profiles),
                 "/api/resources": (get, self._resources),
+                QUEUE_PATH: (get, lambda scope, receive, send: send_queue(send, self.router)),
             }
         )
         if debug_enabled():
@@ -234,6 +242,7 @@ class App:
             (UPSTREAM_PREFIX, None, self._upstream),
             (UNLOAD_PREFIX, frozenset({"POST"}), self._unload_one),
             (LOAD_PREFIX, frozenset({"POST"}), self._load_one),
+            (PLAN_PREFIX, get, lambda scope, _, send: send_plan(scope, send, config, router)),
             (STREAM_PREFIX, get, self._log_stream),
             (PROFILES_PREFIX, frozenset({"POST"}), self._profiles),
         )
@@ -583,8 +592,14 @@ class App:
             nursery.start_soon(watch_client)
             try:
                 with waiting:
-                    # counts as in flight for as long as the socket is open (blocks eviction, TTL)
-                    async with self.router.serve(
+                    # counts as in flight for as long as the socket is open (blocks eviction, TTL),
+                    # unless websockets_hold_model = false: then it ends when the model stops
+                    serve = (
+                        self.router.serve
+                        if target.model.websockets_hold_model
+                        else self.router.serve_detached
+                    )
+                    async with serve(
                         target.model.id, require_ready=self._must_be_ready(target)
                     ) as grant:
                         watching.cancel()  # synchronous: the watcher reads nothing after this
@@ -635,7 +650,7 @@ class App:
         self._refuse_if_shutting_down()
         async with watching(scope, receive) as watch:
             with watch.cancel_on_disconnect():
-                await self.router.load(model.id, force=_query_flag(scope, "force"))
+                await self.router.load(model.id, force=query_flag(scope, "force"))
                 await send_json(send, 200, {"msg": "ok", "state": "ready"})
 
     async def _debug_state(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -662,13 +677,6 @@ class App:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def _query_flag(scope: Scope, name: str) -> bool:
-    """``?name=true`` (or ``1``) in the query string."""
-    query: bytes = scope.get("query_string", b"")
-    values = parse_qs(query.decode("latin-1")).get(name, [])
-    return any(value.lower() in ("true", "1") for value in values)
 
 
 async def _deny_websocket(scope: Scope, send: Send, error: ProxyError) -> None:

@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 import attrs
 
 from llama_swap_trio.config.model import ModelConfig
+from llama_swap_trio.routing.plan import Plan, WaitingRequest
 from llama_swap_trio.upstream.api import UpstreamLike, UpstreamState
 
 
@@ -60,6 +61,9 @@ class ModelStatus:
 class QueueEntry:
     model: str
     position: int
+    #: what it waits for (``turn``, ``in_flight``, ``loading``, ``min_residency``,
+    #: ``starvation_guard``, ``memory``): an explanation, not part of its identity
+    reason: str = attrs.field(default="turn", eq=False)
 
 
 @attrs.frozen
@@ -93,6 +97,23 @@ class RouterLike(Protocol):
             ProxyError: 404 unknown model, 429 concurrency limit, 502 failed start, 503 shutting
                 down or unloaded while waiting, 504 health check timeout.
         """
+        ...
+
+    def serve_detached(
+        self, model_id: str, *, require_ready: bool = False
+    ) -> AbstractAsyncContextManager[Grant]:
+        """Like ``serve``, for a request that does not hold its model (a websocket with
+        ``websockets_hold_model = false``): it is not counted in flight, so it blocks no swap
+        and no TTL, and the block is cancelled as soon as the model stops."""
+        ...
+
+    def plan(self, model_id: str, *, force: bool = False) -> Plan:
+        """What a request for ``model_id`` would get now, and why (``GET /api/plan``); computed
+        by the scheduler's own decision functions, without side effects."""
+        ...
+
+    def waiting_requests(self) -> tuple[WaitingRequest, ...]:
+        """Every waiting request and what it waits for (``GET /api/queue``)."""
         ...
 
     async def load(self, model_id: str, *, force: bool = False) -> None:

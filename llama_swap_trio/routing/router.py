@@ -15,6 +15,15 @@ result its swap task posts after it. The inbox is unbounded on purpose: every me
 consequence of a live handler (at most a request and a cancel/serve-done each) or of a load, stop or
 state change, and ``notify`` and the exit path of ``serve`` must never block or fail.
 
+Time-based rules (min_residency, the starvation guard, queue timeouts) change a decision only at
+the instants ``Scheduler.next_deadline`` names: the router task waits for its next message with
+that deadline and calls ``Scheduler.tick`` when it passes (``_rearm`` moves the deadline after
+every message, also one handled inline).
+
+Requests that do not hold their model (websockets with ``websockets_hold_model = false``) are
+granted but not counted in flight; the router cancels their scopes as soon as the scheduler no
+longer sees the model ready (``_close_detached``).
+
 Slow work runs in the swaps nursery, opened by ``run`` and living as long as it: one task per load
 (stop the evicted models in parallel, then start the target) and one per stop (TTL, unload). They
 report back through the inbox; a client's cancel never reaches them (rule 3).
@@ -44,6 +53,7 @@ from llama_swap_trio.routing.api import (
     RouterSnapshot,
 )
 from llama_swap_trio.routing.memory import Measured, MemorySwapper, with_memory
+from llama_swap_trio.routing.plan import Plan, WaitingRequest
 from llama_swap_trio.routing.scheduler import Scheduler
 from llama_swap_trio.routing.swappers import swapper_for
 from llama_swap_trio.upstream.api import (
@@ -107,6 +117,8 @@ class _Ticket:
     started_at: float
     #: evicted models that must stop although they could sleep (the memory rule's rule 4)
     stop: frozenset[str] = frozenset()
+    #: when stopping the evictions was done (the start of the target began)
+    stopped_at: float | None = None
     #: set by an unload of the target: the swap task skips the start if it has not begun
     aborted: bool = False
     finished: trio.Event = attrs.field(factory=trio.Event)
@@ -122,6 +134,7 @@ class _NewRequest:
     #: an API load or preload, and whether it may evict protected models (scheduler rule 8)
     explicit: bool = False
     force: bool = False
+    hold: bool = True
 
 
 @attrs.frozen
@@ -228,7 +241,7 @@ class _Effects:
         self._router._start_load(target, evict, explanation)
 
     def queue_changed(self, queue: tuple[QueueEntry, ...]) -> None:
-        entries = [{"model": e.model, "position": e.position} for e in queue]
+        entries = [{"model": e.model, "position": e.position, "reason": e.reason} for e in queue]
         self._router._bus.publish({"type": "queue", "queue": entries})
 
     def in_flight_changed(self, model: str, count: int) -> None:
@@ -260,10 +273,20 @@ class Router:
         self._bus = bus
         self._measured = measured
         self._swapper = with_memory(swapper_for(config), config.models, config.gpu_memory)
-        self._scheduler = Scheduler(config.models, self._swapper, _Effects(self))
+        self._scheduler = Scheduler(
+            config.models,
+            self._swapper,
+            _Effects(self),
+            clock=trio.current_time,
+            starvation_after=config.routing.starvation_after,
+        )
         if isinstance(self._swapper, MemorySwapper):
             self._swapper.bind(self._scheduler, measured)
         self._measured = measured
+        #: the router task's wait for its next message, bounded by the scheduler's next deadline
+        self._timer = trio.CancelScope()
+        #: scopes of granted requests that do not hold their model, by model (rule 14)
+        self._detached: dict[str, set[trio.CancelScope]] = {}
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[_Message](math.inf)
         self._rids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
@@ -287,7 +310,17 @@ class Router:
             async with trio.open_nursery() as swaps:
                 self._swaps = swaps
                 task_status.started()
-                async for message in self._inbox_recv:
+                while True:
+                    with trio.CancelScope() as self._timer:
+                        self._rearm()
+                        try:
+                            message = await self._inbox_recv.receive()
+                        except trio.EndOfChannel:  # pragma: no cover - the sender never closes
+                            return
+                    if self._timer.cancelled_caught:
+                        self._scheduler.tick()
+                        self._close_detached()
+                        continue
                     self._queued -= 1
                     self._handle(message)
         finally:
@@ -312,6 +345,35 @@ class Router:
         require_ready: bool = False,
     ) -> AbstractAsyncContextManager[Grant]:
         return self._serve(model_id, on_progress, require_ready)
+
+    def plan(self, model_id: str, *, force: bool = False) -> Plan:
+        """What a request for ``model_id`` would get now, and why (no side effects)."""
+        if model_id not in self._config.models:
+            raise errors.model_not_found(model_id)
+        return self._scheduler.plan(model_id, force=force)
+
+    def waiting_requests(self) -> tuple[WaitingRequest, ...]:
+        return self._scheduler.waiting_requests()
+
+    @asynccontextmanager
+    async def serve_detached(
+        self, model_id: str, *, require_ready: bool = False
+    ) -> AsyncIterator[Grant]:
+        """Like ``serve``, but the request does not hold the model (scheduler rule 13): it is
+        not in flight, and the block is cancelled when the model stops."""
+        async with self._serve(model_id, None, require_ready, hold=False) as grant:
+            scope = trio.CancelScope()
+            self._detached.setdefault(model_id, set()).add(scope)
+            self._close_detached()  # stopped between the grant and now: cancelled at once
+            try:
+                with scope:
+                    yield grant
+            finally:
+                holders = self._detached.get(model_id)
+                if holders is not None:
+                    holders.discard(scope)
+                    if not holders:
+                        del self._detached[model_id]
 
     async def load(self, model_id: str, *, force: bool = False) -> None:
         async with self._serve(model_id, None, False, explicit=True, force=force):
@@ -388,13 +450,16 @@ class Router:
         *,
         explicit: bool = False,
         force: bool = False,
+        hold: bool = True,
     ) -> AsyncIterator[Grant]:
         if self._closing:
             raise self._refusal()
         rid = next(self._rids)
         slot = _ReplySlot()
         try:
-            request = _NewRequest(rid, model_id, slot, on_progress, require_ready, explicit, force)
+            request = _NewRequest(
+                rid, model_id, slot, on_progress, require_ready, explicit, force, hold
+            )
             if not self._post(request, inline=True):
                 raise self._refusal()
             try:
@@ -408,6 +473,9 @@ class Router:
             slot.close()  # a late grant fails and is released by the router
         if isinstance(reply, ProxyError):
             raise reply
+        if not hold:
+            yield reply  # never counted in flight: nothing to report (scheduler rule 13)
+            return
         try:
             yield reply
         finally:
@@ -427,6 +495,7 @@ class Router:
         """
         if inline and self._queued == 0 and self._swaps is not None and not self._closing:
             self._handle(message)
+            self._rearm()
             return True
         try:
             self._inbox_send.send_nowait(message)
@@ -440,10 +509,15 @@ class Router:
     def _handle(self, message: _Message) -> None:
         scheduler = self._scheduler
         match message:
-            case _NewRequest(rid, model, reply, on_progress, require_ready, explicit, force):
+            case _NewRequest(rid, model, reply, on_progress, require_ready, explicit, force, hold):
                 self._waiters[rid] = _Waiter(reply, on_progress)
                 scheduler.request(
-                    rid, model, require_ready=require_ready, explicit=explicit, force=force
+                    rid,
+                    model,
+                    require_ready=require_ready,
+                    explicit=explicit,
+                    force=force,
+                    hold=hold,
                 )
             case _Cancel(rid):
                 self._waiters.pop(rid, None)
@@ -488,6 +562,21 @@ class Router:
                         upstream.rearm_idle()
             case LogLine():
                 pass
+        if self._detached:
+            self._close_detached()
+
+    def _rearm(self) -> None:
+        """Bound the router task's wait by the scheduler's next deadline (cheap when nothing
+        waits: the deadline is then None)."""
+        deadline = self._scheduler.next_deadline()
+        self._timer.deadline = math.inf if deadline is None else deadline
+
+    def _close_detached(self) -> None:
+        """End the requests that do not hold a model the scheduler no longer sees ready."""
+        for model, scopes in self._detached.items():
+            if self._scheduler.state(model) != UpstreamState.READY:
+                for scope in scopes:
+                    scope.cancel()
 
     def _answer_leftovers(self) -> None:
         """Answer what still waits in the inbox as the router stops (cancelled, or crashed): each
@@ -593,7 +682,15 @@ class Router:
         # upstream's stopped notice, which follows this message, ends that.
         upstream = self._upstreams.get(target)
         still_stopping = upstream is not None and upstream.state == UpstreamState.STOPPING
-        self._scheduler.load_done(target, proxy_error, seconds, still_stopping=still_stopping)
+        stopped_at = ticket.stopped_at
+        stop_seconds = 0.0 if stopped_at is None else stopped_at - ticket.started_at
+        self._scheduler.load_done(
+            target,
+            proxy_error,
+            seconds,
+            still_stopping=still_stopping,
+            stop_seconds=stop_seconds,
+        )
 
     def _proxy_error(self, error: StartFailed) -> ProxyError:
         if error.reason == "timeout":
@@ -622,6 +719,7 @@ class Router:
             self._swapper,
             restarted=message.restarted,
             removed=message.removed,
+            starvation_after=config.routing.starvation_after,
         )
         self._swaps.start_soon(self._retire, retiring, tickets, message.done, name="reload")
 
@@ -653,6 +751,7 @@ class Router:
             async with trio.open_nursery() as nursery:
                 for model in sorted(ticket.evict):
                     nursery.start_soon(self._stop_quietly, model, model not in ticket.stop)
+            ticket.stopped_at = trio.current_time()
             if ticket.aborted:
                 return StartFailed(target, "cancelled", f"loading {target} cancelled: unloaded")
             await self._upstreams[target].start()

@@ -304,9 +304,11 @@ async def test_queue_messages_show_the_positions_of_waiting_requests(
                 async with trio.open_nursery() as nursery:
                     # when b, then c, are requested
                     nursery.start_soon(request, "b")
-                    await feed.until(is_type("queue", queue=[{"model": "b", "position": 1}]))
+                    # (each says what it waits for: a's request in flight)
+                    b_waits = {"model": "b", "position": 1, "reason": "in_flight"}
+                    await feed.until(is_type("queue", queue=[b_waits]))
                     nursery.start_soon(request, "c")
-                    both = [{"model": "b", "position": 1}, {"model": "c", "position": 2}]
+                    both = [b_waits, {"model": "c", "position": 2, "reason": "in_flight"}]
                     await feed.until(is_type("queue", queue=both))
                     # then they are served once a's answer is read to its end
                     async for _ in lines:
@@ -314,7 +316,8 @@ async def test_queue_messages_show_the_positions_of_waiting_requests(
         await feed.until(is_type("request", model="c"))
     assert statuses == [200, 200]
     queues = [message["queue"] for message in feed.of_type("queue")]
-    assert [{"model": "c", "position": 1}] in queues  # c moved up when b's load began
+    # c moved up when b's load began, and waits for that load
+    assert [{"model": "c", "position": 1, "reason": "loading"}] in queues
     assert queues[-1] == []
 
 

@@ -62,8 +62,24 @@ class Harness:
         self.config = config
         self.fx = Recorder()
         self.swapper = swapper_for(config)
-        self.s = Scheduler(config.models, self.swapper, self.fx)
+        #: the scheduler's clock; move it with :meth:`advance`
+        self.now = 0.0
+        self.s = Scheduler(
+            config.models,
+            self.swapper,
+            self.fx,
+            clock=lambda: self.now,
+            starvation_after=config.routing.starvation_after,
+        )
         self._next = 0
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock on, ticking at every deadline on the way (as the router's timer does)."""
+        end = self.now + seconds
+        while (deadline := self.s.next_deadline()) is not None and deadline <= end:
+            self.now = deadline
+            self.s.tick()
+        self.now = end
 
     def req(
         self,
@@ -72,10 +88,16 @@ class Harness:
         require_ready: bool = False,
         explicit: bool = False,
         force: bool = False,
+        hold: bool = True,
     ) -> int:
         self._next += 1
         self.s.request(
-            self._next, model, require_ready=require_ready, explicit=explicit, force=force
+            self._next,
+            model,
+            require_ready=require_ready,
+            explicit=explicit,
+            force=force,
+            hold=hold,
         )
         return self._next
 

@@ -472,7 +472,7 @@ async def test_progress_reports_queue_position_load_and_ready(
         assert told[2].kind == "ready"
         assert told[2].load_seconds > 0
         queues = env.events("queue")
-        assert queues[0]["queue"] == [{"model": "b", "position": 1}]
+        assert queues[0]["queue"] == [{"model": "b", "position": 1, "reason": "in_flight"}]
         assert queues[-1]["queue"] == []
 
 

@@ -176,8 +176,9 @@ class Model:
         priorities = [h.config.models[e.model].priority for e in s.queue()]
         assert priorities == sorted(priorities, reverse=True)
         for entry in s.queue():
-            # (a forced API load queues where a plain request would be refused: rule 8)
-            decisions = {s.decide(entry.model)[0], s.decide(entry.model, force=True)[0]}
+            # (an API load queues where a plain request would be refused: rules 8, 12)
+            forced = s.decide(entry.model, force=True, explicit=True)[0]
+            decisions = {s.decide(entry.model)[0], forced}
             assert Decision.QUEUE in decisions, entry
         # the models ready or starting satisfy the routing rules
         active = {
