@@ -21,6 +21,7 @@ response.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -579,6 +580,7 @@ class App:
         waiting = trio.CancelScope()
         watching = trio.CancelScope()
         failure: ProxyError | None = None
+        ended = False  # the tunnel ended by itself (not by its model stopping)
 
         async def watch_client() -> None:
             with watching:
@@ -604,6 +606,10 @@ class App:
                     ) as grant:
                         watching.cancel()  # synchronous: the watcher reads nothing after this
                         await tunnel_websocket(scope, replayed, send, grant=grant, target=rest)
+                        ended = True
+                    if not ended and not waiting.cancelled_caught:  # its model stopped
+                        with trio.move_on_after(1), contextlib.suppress(Exception):
+                            await send({"type": "websocket.close", "code": 1001})
             except ProxyError as error:
                 failure = error  # raised outside the nursery, so it is not wrapped in a group
             finally:
