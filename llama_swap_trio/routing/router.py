@@ -359,7 +359,7 @@ class Router:
     async def serve_detached(
         self, model_id: str, *, require_ready: bool = False
     ) -> AsyncIterator[Grant]:
-        """Like ``serve``, but the request does not hold the model (scheduler rule 13): it is
+        """Like ``serve``, but the request does not hold the model (scheduler rule 14): it is
         not in flight, and the block is cancelled when the model stops."""
         async with self._serve(model_id, None, require_ready, hold=False) as grant:
             scope = trio.CancelScope()
@@ -474,7 +474,7 @@ class Router:
         if isinstance(reply, ProxyError):
             raise reply
         if not hold:
-            yield reply  # never counted in flight: nothing to report (scheduler rule 13)
+            yield reply  # never counted in flight: nothing to report (scheduler rule 14)
             return
         try:
             yield reply

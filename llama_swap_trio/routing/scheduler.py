@@ -16,7 +16,7 @@ in flight only if it reached a live handler (``Effects.grant`` returns False oth
 
 Time is read from a ``clock`` function the owner passes in (the router passes
 ``trio.current_time``; tests pass a number they move by hand), so every decision is still a pure
-function of the events and the times they came at. The rules that depend on time (9-11) change
+function of the events and the times they came at. The rules that depend on time (10-12) change
 their answer only at the instants :meth:`Scheduler.next_deadline` names; the owner calls
 :meth:`Scheduler.tick` at each of them.
 
@@ -138,11 +138,11 @@ class Facts:
     evict_busy: bool
     #: ready protected models among ``evict`` (rule 8; empty for a forced load)
     protected: frozenset[str] = frozenset()
-    #: ready models among ``evict`` still within their ``min_residency`` (rule 9)
+    #: ready models among ``evict`` still within their ``min_residency`` (rule 10)
     young: frozenset[str] = frozenset()
-    #: the starvation guard holds requests for this model back (rule 10)
+    #: the starvation guard holds requests for this model back (rule 11)
     guarded: bool = False
-    #: autoload is off and the model is neither ready nor being loaded (rule 12)
+    #: autoload is off and the model is neither ready nor being loaded (rule 13)
     manual: bool = False
 
 
@@ -188,9 +188,9 @@ class _Request:
     #: an explicit load (API, preload): the 409 says how to force it; ``force`` evicts protected
     explicit: bool = False
     force: bool = False
-    #: counts in flight once granted (rule 13)
+    #: counts in flight once granted (rule 14)
     hold: bool = True
-    #: clock time it came in, and when its queue_timeout ends (inf = never; rule 11)
+    #: clock time it came in, and when its queue_timeout ends (inf = never; rule 12)
     arrival: float = 0.0
     deadline: float = math.inf
     #: the target of the load this request waits for; None while queued
@@ -206,7 +206,7 @@ class _Load:
     waiters: list[_Request]
     #: an unload hit the target: waiters were refused, the reservation holds until load_done
     cancelled: bool = False
-    #: clock time the load started (for the wait estimate, rule 11)
+    #: clock time the load started (for the wait estimate, rule 12)
     started: float = 0.0
 
 
@@ -224,16 +224,16 @@ class Scheduler:
     ) -> None:
         """Args:
         clock: the current time in seconds (without one, time stands still).
-        starvation_after: ``routing.starvation_after`` (rule 10); 0 = no guard.
+        starvation_after: ``routing.starvation_after`` (rule 11); 0 = no guard.
         """
         self._models = models
         self._swapper = swapper
         self._effects = effects
         self._clock = clock
         self._starvation_after = starvation_after
-        #: when each ready model became ready (rule 9)
+        #: when each ready model became ready (rule 10)
         self._ready_since: dict[str, float] = {}
-        #: measured seconds: the last successful start of each model, the last stop (rule 11)
+        #: measured seconds: the last successful start of each model, the last stop (rule 12)
         self._load_time: dict[str, float] = {}
         self._stop_time: dict[str, float] = {}
         self._queued: list[_Request] = []
@@ -326,7 +326,7 @@ class Scheduler:
 
     def facts(self, model: str, *, force: bool = False, explicit: bool = False) -> Facts:
         """What the decision rules look at for a request for ``model`` (``force``: rule 8;
-        ``explicit``: an API load, which autoload = false does not refuse, rule 12)."""
+        ``explicit``: an API load, which autoload = false does not refuse, rule 13)."""
         load = self._loads.get(model)
         stopping = self.state(model) == UpstreamState.STOPPING
         ready = model in self._ready
@@ -371,7 +371,7 @@ class Scheduler:
         )
 
     def _young(self, models: frozenset[str]) -> frozenset[str]:
-        """The ready models of ``models`` still within their ``min_residency`` (rule 9)."""
+        """The ready models of ``models`` still within their ``min_residency`` (rule 10)."""
         if not any(self._models[m].min_residency for m in models):
             return frozenset()
         now = self._clock()
@@ -385,7 +385,7 @@ class Scheduler:
         return min(self._queued, key=lambda r: r.arrival, default=None)
 
     def _guard(self) -> frozenset[str]:
-        """The models the starvation guard holds back (rule 10): the evictions of the oldest
+        """The models the starvation guard holds back (rule 11): the evictions of the oldest
         queued request's load, once it has waited ``starvation_after``."""
         oldest = self._oldest()
         if oldest is None or self._clock() - oldest.arrival < self._starvation_after:
@@ -547,7 +547,7 @@ class Scheduler:
         return found
 
     def next_deadline(self) -> float | None:
-        """The next instant a time-based rule (9-11) may change a decision; call ``tick`` then.
+        """The next instant a time-based rule (10-12) may change a decision; call ``tick`` then.
         None while nothing waits."""
         if not self._waiting:
             return None
@@ -581,10 +581,10 @@ class Scheduler:
 
         Args:
             require_ready: grant now or refuse 409 ``model_not_loaded``.
-            explicit: an API load or preload: loads with ``autoload = false`` (rule 12), has no
+            explicit: an API load or preload: loads with ``autoload = false`` (rule 13), has no
                 queue timeout, and its ``model_protected`` says how to force it.
             force: may evict protected models (rule 8; ``?force=true`` of an API load).
-            hold: counts in flight once granted (False: rule 13).
+            hold: counts in flight once granted (False: rule 14).
         """
         config = self._models.get(model)
         if self._closing:
@@ -656,7 +656,7 @@ class Scheduler:
         ``still_stopping``: it failed, and its process group is still being torn down; until the
         upstream reports ``stopped`` the model counts as stopping, so nothing evicting it (nor a
         new load of it) starts while the leftovers may still hold its port or memory.
-        ``stop_seconds``: how much of ``seconds`` stopping the evictions took (rule 11)."""
+        ``stop_seconds``: how much of ``seconds`` stopping the evictions took (rule 12)."""
         load = self._loads.pop(target, None)
         if load is None:
             return
@@ -804,7 +804,7 @@ class Scheduler:
 
     def tick(self) -> None:
         """Time has reached :meth:`next_deadline`: refuse the requests whose queue_timeout is
-        over (rule 11), then serve what a min_residency that ended lets through (rule 9)."""
+        over (rule 12), then serve what a min_residency that ended lets through (rule 10)."""
         now = self._clock()
         for req in [r for r in self._waiting.values() if r.deadline <= now]:
             del self._waiting[req.rid]

@@ -1,4 +1,4 @@
-"""The scheduling rules of SPEC 6.5 in the pure scheduler (rules 8-13 of its docstring)."""
+"""The scheduling rules of SPEC 6.5 in the pure scheduler (rules 8-14 of its docstring)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def test_protected_model_that_is_not_evicted_does_not_block_anything() -> None:
     assert b in h.fx.granted
 
 
-# -- rule 9: min_residency ---------------------------------------------------------------------
+# -- rule 10: min_residency ---------------------------------------------------------------------
 
 
 def test_request_that_would_evict_a_young_model_waits_until_it_has_been_resident_long_enough() -> (
@@ -123,7 +123,7 @@ def test_request_that_would_evict_a_young_model_waits_until_it_has_been_resident
 def test_min_residency_counts_from_ready_and_does_not_hold_ttl_or_unload() -> None:
     h = Harness(single_group("a", "b", settings={"a": {"min_residency": 60.0}}))
     h.ready("a")
-    assert h.s.idle_expired("a")  # rule 9 is about evictions for another model only
+    assert h.s.idle_expired("a")  # rule 10 is about evictions for another model only
     h.s.stop_done(["a"])
     h.advance(100.0)
     h.ready("a")  # ready again at t = 100: young again
@@ -132,7 +132,7 @@ def test_min_residency_counts_from_ready_and_does_not_hold_ttl_or_unload() -> No
     assert h.s.unload(["a"]) == frozenset({"a"})
 
 
-# -- rule 10: the starvation guard ---------------------------------------------------------------
+# -- rule 11: the starvation guard ---------------------------------------------------------------
 
 
 def with_starvation(config: Config, seconds: float) -> Config:
@@ -173,7 +173,7 @@ def test_starvation_guard_is_off_with_zero() -> None:
     h.s.serve_done(a)
 
 
-# -- rule 11: queue_timeout ----------------------------------------------------------------------
+# -- rule 12: queue_timeout ----------------------------------------------------------------------
 
 
 def test_request_that_waited_its_queue_timeout_gets_503_with_retry_after() -> None:
@@ -223,7 +223,7 @@ def test_a_request_waiting_for_a_load_also_times_out_and_the_load_goes_on() -> N
     assert h.s.state("a") == UpstreamState.READY
 
 
-# -- rule 12: autoload = false -------------------------------------------------------------------
+# -- rule 13: autoload = false -------------------------------------------------------------------
 
 
 def test_autoload_off_refuses_409_until_an_api_load_loads_it() -> None:
@@ -249,7 +249,7 @@ def test_autoload_off_model_evicted_by_another_is_not_loaded_back_by_a_request()
     assert h.fx.refused[h.req("a")].code == "model_not_loaded"
 
 
-# -- rule 13: requests that do not hold their model ----------------------------------------------
+# -- rule 14: requests that do not hold their model ----------------------------------------------
 
 
 def test_a_request_that_does_not_hold_its_model_blocks_no_swap_and_no_ttl() -> None:

@@ -1,4 +1,4 @@
-"""Property tests for the rules of SPEC 6.5 (scheduler rules 8-13), on the pure scheduler.
+"""Property tests for the rules of SPEC 6.5 (scheduler rules 8-14), on the pure scheduler.
 
 Two kinds:
 
@@ -77,7 +77,7 @@ class TimedModel(Model):
         checked_start = fx.start_load
 
         def start_load(target: str, evict: frozenset[str], explanation: str) -> None:
-            for m in evict:  # rule 9: no ready model is evicted before its min_residency
+            for m in evict:  # rule 10: no ready model is evicted before its min_residency
                 if self.h.s.state(m) == UpstreamState.READY and m in self.ready_at:
                     resident = self.h.now - self.ready_at[m]
                     assert resident >= config.models[m].min_residency, (m, resident)
