@@ -85,7 +85,8 @@ def swap():
         s.request(rid, model); s.load_done(model, None, 1.0); s.serve_done(rid)
     return (time.process_time() - t) * 10
 
-print(json.dumps({name: f() / n * 1e6 for name, f in (("fast", fast), ("busy", busy), ("swap", swap))}))
+paths = (("fast", fast), ("busy", busy), ("swap", swap))
+print(json.dumps({name: f() / n * 1e6 for name, f in paths}))
 """
 
 

@@ -772,6 +772,7 @@ class Scheduler:
         once its requests in flight are done). Requests waiting for a restarted model stay (a
         load of its old definition under way is abandoned and its waiters queue again), so the
         new definition serves them; those for a removed one get 503 ``config_reloaded``.
+        ``starvation_after``: the new ``routing.starvation_after`` (None keeps the old one).
         """
         self._models = models
         self._swapper = swapper
