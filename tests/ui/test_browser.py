@@ -322,6 +322,8 @@ def test_a_reload_updates_the_models_without_a_page_reload(page: Browser, daemon
     try:
         daemon.process.send_signal(signal.SIGHUP)
         page.wait(lambda d: d.find_element(By.CSS_SELECTOR, card).text == "Now even faster", 30)
+        # the feed's reload event is told in a toast
+        page.wait(lambda d: "Configuration reloaded" in d.find_element(By.ID, "toasts").text)
     finally:
         daemon.config_path.write_text(config)
         daemon.process.send_signal(signal.SIGHUP)
