@@ -249,6 +249,7 @@ class Scheduler:
         self._closing = False
         self._refusal: Callable[[], ProxyError] = errors.shutting_down
         self._told_queue: tuple[tuple[str, int, str], ...] = ()
+        self._told_shape: tuple[tuple[str, int], ...] = ()
         #: models whose process sleeps (SPEC 6.7): not running, their sleep memory still held
         self._sleeping: set[str] = set()
         #: the memory rule's "least recently used": a tick per grant, request end and load
@@ -415,10 +416,11 @@ class Scheduler:
         raise AssertionError("the last rule always applies")  # pragma: no cover
 
     def _arrival(
-        self, config: ModelConfig, explicit: bool, force: bool
+        self, config: ModelConfig, explicit: bool, force: bool, *, explain: bool = False
     ) -> tuple[Verdict, float | None]:
-        """What a new request for ``config`` gets (rules 1, 2, 11) and its estimated wait: the
-        one function behind both ``request`` and ``plan``."""
+        """What a new request for ``config`` gets (rules 1, 2, 12) and its estimated wait: the
+        one function behind both ``request`` and ``plan``. The estimate is worked out only
+        when the model has a queue timeout or ``explain`` (a plan) asks for it."""
         model = config.id
         if self._closing:
             return Verdict(Decision.REFUSE, "shutting down", "", None, self._refusal()), None
@@ -430,13 +432,11 @@ class Scheduler:
             return verdict, 0.0
         if verdict.decision is Decision.REFUSE:
             return verdict, None
+        timeout = config.queue_timeout if not explicit else 0.0
+        if not (timeout or explain):  # the estimate costs; only a timeout or a plan needs it
+            return verdict, None
         estimate = self._estimate(config, verdict, self._ahead(config.priority))
-        if (
-            config.queue_timeout
-            and not explicit
-            and estimate is not None
-            and estimate > config.queue_timeout
-        ):
+        if timeout and estimate is not None and estimate > timeout:
             error = errors.queue_timeout(model, config.queue_timeout, estimate, at_once=True)
             rule = "its estimated wait exceeds its queue_timeout"
             return Verdict(Decision.REFUSE, rule, "", verdict.facts, error), estimate
@@ -490,7 +490,7 @@ class Scheduler:
         """What a request for ``model`` would get now, and why (``GET /api/plan``); no side
         effects. ``force``: as an API load with ``?force=true`` (which also has no timeout)."""
         config = self._models[model]
-        verdict, estimate = self._arrival(config, force, force)
+        verdict, estimate = self._arrival(config, force, force, explain=True)
         facts = verdict.facts
         evict = facts.evict if facts is not None else frozenset()
         if verdict.decision is Decision.JOIN:
@@ -814,12 +814,12 @@ class Scheduler:
             else:
                 self._queued.remove(req)
             config = self._models[req.model]
-            verdict, estimate = self._arrival(config, False, False)
+            verdict, estimate = self._arrival(config, False, False, explain=True)
             if verdict.decision is Decision.GRANT:
                 estimate = None
             self._refuse(req, errors.queue_timeout(req.model, config.queue_timeout, estimate))
         self._drain()
-        self._after()
+        self._after(ticked=True)
 
     def shutdown(self, refusal: Callable[[], ProxyError] = errors.shutting_down) -> None:
         """Refuse every waiting request with 503 at once; from now on refuse everything.
@@ -926,14 +926,20 @@ class Scheduler:
                     for other in [r for r in self._queued if r.model == req.model]:
                         self._try_queued(other)
 
-    def _after(self) -> None:
+    def _after(self, *, ticked: bool = False) -> None:
         """Tell what changed in the queue: the queue event and each request's new position."""
         if self._queued or self._told_queue:
-            queue = self.queue()
-            told = tuple((e.model, e.position, e.reason) for e in queue)
-            if told != self._told_queue:
-                self._told_queue = told
-                self._effects.queue_changed(queue)
+            # The reasons are worked out only when the queue itself changed (or at a tick): a
+            # request to a ready model with others queued stays cheap. /api/queue is always
+            # worked out afresh.
+            shape = tuple((r.model, i) for i, r in enumerate(self._queued, start=1))
+            if shape != self._told_shape or ticked:
+                queue = self.queue()
+                told = tuple((e.model, e.position, e.reason) for e in queue)
+                self._told_shape = shape
+                if told != self._told_queue:
+                    self._told_queue = told
+                    self._effects.queue_changed(queue)
         for position, req in enumerate(self._queued, start=1):
             if req.position != position:
                 req.position = position
