@@ -140,6 +140,18 @@ def config_reloaded(model: str | None = None) -> ProxyError:
     return ProxyError(503, "server_error", "config_reloaded", message, _RETRY)
 
 
+def model_backoff(model: str, retry_after: int, last_failure: str) -> ProxyError:
+    """Crash-loop backoff (SPEC 6.4): the model's starts keep failing; retry after the cooldown."""
+    return ProxyError(
+        503,
+        "server_error",
+        "model_backoff",
+        f"model '{model}' failed to start several times in a row; not trying again for "
+        f"{retry_after} s. Last failure: {last_failure}",
+        (("retry-after", str(retry_after)),),
+    )
+
+
 def model_unloaded(model: str) -> ProxyError:
     return ProxyError(
         503,

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 OWNER = "llama-swap-trio"
 
 #: states in which a model counts as ``unloaded`` in the list
-_UNLOADED = frozenset({UpstreamState.STOPPED, UpstreamState.SHUTDOWN})
+_UNLOADED = frozenset({UpstreamState.STOPPED, UpstreamState.SHUTDOWN, UpstreamState.BACKOFF})
 
 
 def _states(snapshot: RouterSnapshot) -> dict[str, UpstreamState]:

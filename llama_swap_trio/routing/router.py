@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -52,6 +53,7 @@ from llama_swap_trio.routing.api import (
     QueueEntry,
     RouterSnapshot,
 )
+from llama_swap_trio.routing.backoff import COUNTED_REASONS, Backoff
 from llama_swap_trio.routing.memory import Measured, MemorySwapper, with_memory
 from llama_swap_trio.routing.plan import Plan, WaitingRequest
 from llama_swap_trio.routing.scheduler import Scheduler
@@ -172,6 +174,11 @@ class _Shutdown:
 
 
 @attrs.frozen
+class _BackoffOver:
+    model: str
+
+
+@attrs.frozen
 class _Reconfigure:
     config: Config
     upstreams: Mapping[str, UpstreamLike]
@@ -189,6 +196,7 @@ _Message = (
     | _StopDone
     | _Shutdown
     | _Reconfigure
+    | _BackoffOver
     | UpstreamEvent
 )
 
@@ -299,6 +307,8 @@ class Router:
         self._queued = 0
         #: why each model is being stopped, until its ``stopping`` state is published
         self._stop_reasons: dict[str, str] = {}
+        #: crash-loop backoff (SPEC 6.4): consecutive failed starts and cooldowns per model
+        self._backoff = Backoff()
         #: set when a model a reload retires has no request in flight any more
         self._drained: dict[str, trio.Event] = {}
 
@@ -393,8 +403,13 @@ class Router:
                 return []  # the router stopped first; the daemon tears the processes down
 
     def snapshot(self) -> RouterSnapshot:
+        now = trio.current_time()
         models = tuple(
-            ModelStatus(model_id, upstream.state, self._scheduler.in_flight(model_id))
+            ModelStatus(
+                model_id,
+                UpstreamState.BACKOFF if self._backoff.active(model_id, now) else upstream.state,
+                self._scheduler.in_flight(model_id),
+            )
             for model_id, upstream in sorted(self._upstreams.items())
         )
         measured = self._measured
@@ -511,6 +526,11 @@ class Router:
         match message:
             case _NewRequest(rid, model, reply, on_progress, require_ready, explicit, force, hold):
                 self._waiters[rid] = _Waiter(reply, on_progress)
+                if explicit:
+                    self._end_backoff(model, "an API load")  # a person asks for a fresh try
+                elif self._backoff.active(model, trio.current_time()):
+                    _Effects(self).refuse(rid, self._backoff_error(model))
+                    return
                 scheduler.request(
                     rid,
                     model,
@@ -546,6 +566,10 @@ class Router:
                 scheduler.shutdown(refusal)
             case _Reconfigure():
                 self._reconfigure(message)
+            case _BackoffOver(model):
+                if self._backoff.expire(model, trio.current_time()):
+                    log.info("%s: crash-loop backoff over; the next request starts it", model)
+                    self._publish_backoff(model, entered=False)
             case StateChanged():
                 self._state_changed(message)
             case IdleExpired(model):
@@ -680,6 +704,22 @@ class Router:
         self._bus.publish(event)
         # A failed start is reported before the teardown of a group its server left behind; the
         # upstream's stopped notice, which follows this message, ends that.
+        if error is None:
+            self._backoff.succeeded(target)
+        elif error.reason in COUNTED_REASONS:
+            cooldown = self._backoff.failed(target, finished_at, error.message)
+            if cooldown is not None:
+                log.warning(
+                    "%s: %d failed starts in a row: backing off for %g s (requests get 503)",
+                    target,
+                    self._backoff.failures(target),
+                    cooldown,
+                )
+                # queued requests must not start it again; new ones are refused on arrival
+                self._scheduler.refuse_queued(target, self._backoff_error(target))
+                self._publish_backoff(target, entered=True)
+                assert self._swaps is not None
+                self._swaps.start_soon(self._backoff_timer, target, cooldown)
         upstream = self._upstreams.get(target)
         still_stopping = upstream is not None and upstream.state == UpstreamState.STOPPING
         stopped_at = ticket.stopped_at
@@ -699,8 +739,39 @@ class Router:
             return self._refusal() if self._closing else errors.model_unloaded(error.model)
         return errors.upstream_error(error.model, str(error))
 
+    def _backoff_error(self, model: str) -> ProxyError:
+        now = trio.current_time()
+        return errors.model_backoff(
+            model, self._backoff.retry_after(model, now), self._backoff.message(model)
+        )
+
+    def _end_backoff(self, model: str, why: str) -> None:
+        if self._backoff.forget(model) and model in self._upstreams:
+            log.info("%s: crash-loop backoff ended by %s", model, why)
+            self._publish_backoff(model, entered=False)
+
+    def _publish_backoff(self, model: str, *, entered: bool) -> None:
+        """The feed's ``model_state`` for entering (from ``stopped``) or leaving ``backoff``."""
+        backoff, stopped = str(UpstreamState.BACKOFF), str(UpstreamState.STOPPED)
+        payload: dict[str, object] = {
+            "type": "model_state",
+            "model": model,
+            "state": backoff if entered else stopped,
+            "previous": stopped if entered else backoff,
+            "at": time.time(),
+        }
+        if entered:
+            payload["error"] = self._backoff.message(model)
+        self._bus.publish(payload)
+
+    async def _backoff_timer(self, model: str, cooldown: float) -> None:
+        await trio.sleep(cooldown)
+        self._post(_BackoffOver(model))
+
     def _reconfigure(self, message: _Reconfigure) -> None:
         assert self._swaps is not None
+        for model in (*message.restarted, *message.removed):
+            self._end_backoff(model, "a reload that changed it")
         retiring = {m: self._upstreams[m] for m in (*message.restarted, *message.removed)}
         tickets = {m: self._tickets[m] for m in retiring if m in self._tickets}
         for ticket in tickets.values():

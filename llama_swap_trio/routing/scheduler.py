@@ -821,6 +821,15 @@ class Scheduler:
         self._drain()
         self._after(ticked=True)
 
+    def refuse_queued(self, model: str, error: ProxyError) -> None:
+        """Refuse every request queued for ``model`` with ``error`` (its crash-loop backoff
+        began: none of them may start it again)."""
+        for req in [r for r in self._queued if r.model == model]:
+            self._queued.remove(req)
+            del self._waiting[req.rid]
+            self._refuse(req, error)
+        self._after()
+
     def shutdown(self, refusal: Callable[[], ProxyError] = errors.shutting_down) -> None:
         """Refuse every waiting request with 503 at once; from now on refuse everything.
 

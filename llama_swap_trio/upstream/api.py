@@ -25,6 +25,8 @@ class UpstreamState(enum.StrEnum):
     READY = "ready"
     STOPPING = "stopping"
     SHUTDOWN = "shutdown"
+    #: crash-loop backoff (SPEC 6.4): the router refuses requests for a while; no process runs
+    BACKOFF = "backoff"
     #: the process lives on with its GPU memory freed (SPEC 6.7); a start wakes it
     SLEEPING = "sleeping"
 
