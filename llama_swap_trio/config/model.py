@@ -89,6 +89,10 @@ class ModelConfig:
     priority: int = 0
     #: never evicted to make room for a request (SPEC 6.5); only TTL, unload, reload, shutdown
     protected: bool = False
+    #: seconds between two health probes of the ready model (0 = no watchdog), resolved
+    health_interval: float = 10.0
+    #: failed probes in a row that make the model wedged (it is stopped), resolved
+    health_failures: int = 3
     #: declared bytes, ``"measured"``, or None (counts as 0 against ``gpu_memory``) (SPEC 6.7)
     memory: int | str | None = None
     #: the sleep mode's endpoints; None = eviction stops the model

@@ -80,6 +80,9 @@ class RawModel:
     timeouts: RawTimeouts = attrs.field(factory=RawTimeouts)
     #: scheduling (SPEC 6.5); None = the global value
     protected: bool = False
+    #: health watchdog (SPEC 6.4); None = the global value
+    health_interval: float | None = None
+    health_failures: int | None = None
     #: a size (int or string) or "measured"; parsed by config.memory, None = not set
     memory: object = None
     sleep: RawSleep | None = None
@@ -179,6 +182,8 @@ class RawConfig:
     hooks: RawHooks = attrs.field(factory=RawHooks)
     upstream: RawUpstream = attrs.field(factory=RawUpstream)
     activity: RawActivity = attrs.field(factory=RawActivity)
+    health_interval: float = 10.0
+    health_failures: int = 3
     resources: RawResources = attrs.field(factory=RawResources)
     server: RawServer = attrs.field(factory=RawServer)
     # Structured on their own (see the class docstring); declared so they count as known keys.

@@ -17,6 +17,7 @@ from typing import get_args
 
 import attrs
 
+from llama_swap_trio.config import health
 from llama_swap_trio.config import memory as mem
 from llama_swap_trio.config import model as m
 from llama_swap_trio.config.browser import check_allowed_hosts, check_cors_origins
@@ -109,6 +110,8 @@ class _Checker:
                 f"which reaches port {last}, beyond {MAX_PORT}",
             )
         _at_least(self.problems, ("global_ttl",), top.global_ttl, 0)
+        health.check_interval(self.problems, ("health_interval",), top.health_interval)
+        health.check_failures(self.problems, ("health_failures",), top.health_failures)
         _at_least(self.problems, ("unload_timeout",), top.unload_timeout, 0)
         _at_least(self.problems, ("queue_timeout",), top.queue_timeout, 0)
         _enum(self.problems, ("log_level",), top.log_level, get_args(m.LogLevel))
@@ -181,6 +184,8 @@ class _Checker:
         if raw.check_endpoint != "none" and not raw.check_endpoint.startswith("/"):
             add((*path, "check_endpoint"), "must be 'none' or a path starting with '/'")
         _at_least(self.problems, (*path, "ttl"), raw.ttl, -1)
+        health.check_interval(self.problems, (*path, "health_interval"), raw.health_interval)
+        health.check_failures(self.problems, (*path, "health_failures"), raw.health_failures)
         _at_least(self.problems, (*path, "unload_timeout"), raw.unload_timeout, 0)
         _at_least(self.problems, (*path, "concurrency_limit"), raw.concurrency_limit, 0)
         _at_least(self.problems, (*path, "min_residency"), raw.min_residency, 0)
@@ -408,6 +413,8 @@ def build_config(typed: Typed, problems: Problems) -> m.Config | None:
             group=group_of.get(model_id, m.DEFAULT_GROUP),
             priority=priority.get(model_id, 0),
             protected=raw.protected,
+            health_interval=float(health.resolve(raw.health_interval, top.health_interval)),
+            health_failures=int(health.resolve(raw.health_failures, top.health_failures)),
             memory=memory[model_id].memory,
             sleep=memory[model_id].sleep,
             sleep_memory=memory[model_id].sleep_memory,

@@ -632,7 +632,7 @@ class Router:
         if event.error is not None:
             payload["error"] = event.error
         if event.state == UpstreamState.STOPPING:
-            reason = self._stop_reasons.pop(event.model, None)
+            reason = self._stop_reasons.pop(event.model, None) or event.reason
             if reason is None and event.previous == UpstreamState.READY and event.error:
                 reason = "exit"  # a ready model that exited by itself
             if reason is not None:

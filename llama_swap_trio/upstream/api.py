@@ -64,6 +64,8 @@ class StateChanged:
     #: wall-clock unix seconds
     at: float
     error: str | None = None
+    #: why a ready model is stopping when nobody asked for it: ``"health"`` (wedged)
+    reason: str | None = None
 
 
 @attrs.frozen

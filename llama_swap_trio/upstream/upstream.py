@@ -58,6 +58,7 @@ from llama_swap_trio.upstream.api import (
     UpstreamState,
 )
 from llama_swap_trio.upstream.guard import ProcessGuard
+from llama_swap_trio.upstream.health import watch_health
 from llama_swap_trio.upstream.probe import Target, health_status, port_answers
 from llama_swap_trio.upstream.process import (
     OnLine,
@@ -106,6 +107,8 @@ class _Attempt:
         self.error: StartFailed | None = None
         #: why a ready process ended by itself
         self.exit_error: str | None = None
+        #: the health watchdog found it wedged (``exit_error`` says why)
+        self.wedged = False
         self.proc: trio.Process | None = None
         self.tail: deque[str] = deque(maxlen=64)
 
@@ -334,13 +337,15 @@ class Upstream(UpstreamLike):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _set_state(self, new: UpstreamState, error: str | None = None) -> None:
+    def _set_state(
+        self, new: UpstreamState, error: str | None = None, reason: str | None = None
+    ) -> None:
         previous = self._state
         if new is previous:
             return
         self._state = new
         log.debug("[%s] %s -> %s", self._model.id, previous, new)
-        self._notify(StateChanged(self._model.id, new, previous, time.time(), error))
+        self._notify(StateChanged(self._model.id, new, previous, time.time(), error, reason))
 
     @staticmethod
     def _left_a_group(attempt: _Attempt) -> bool:
@@ -371,6 +376,13 @@ class Upstream(UpstreamLike):
             f"[{self._model.id}] upstream process exited right after it became ready (code {code})"
         )
 
+    def _wedged(self, attempt: _Attempt, why: str) -> None:
+        """The health watchdog gave up on it: stop it (the teardown says why, SPEC 6.4)."""
+        log.warning("%s", why)
+        attempt.exit_error = why
+        attempt.wedged = True
+        attempt.scope.cancel()
+
     def _on_idle(self) -> None:
         log.info("[%s] idle for its ttl of %d s", self._model.id, self._model.ttl)
         self._notify(IdleExpired(self._model.id))
@@ -397,7 +409,7 @@ class Upstream(UpstreamLike):
                 finally:
                     if self._state in (S.STARTING, S.READY, S.SLEEPING):
                         why = attempt.error.message if attempt.error else attempt.exit_error
-                        self._set_state(S.STOPPING, why)
+                        self._set_state(S.STOPPING, why, "health" if attempt.wedged else None)
                     if self._left_a_group(attempt):
                         # Fail the start now, not after the teardown: a grandchild that ignores
                         # SIGTERM would hold the waiters for unload_timeout. The state stays
@@ -445,6 +457,13 @@ class Upstream(UpstreamLike):
         self._timer.arm()
         async with trio.open_nursery() as ready:
             ready.start_soon(self._timer.run)
+            ready.start_soon(
+                watch_health,
+                self._target,
+                lambda: self._model,
+                lambda: self._state is S.READY,
+                lambda why: self._wedged(attempt, why),
+            )
             code = await proc.wait()
             ready.cancel_scope.cancel()
         # Say so at once, before the drain and the teardown: a model still called ready would be
