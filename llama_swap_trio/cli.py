@@ -126,11 +126,14 @@ def _load(config_path: str) -> Config | None:
 
 def _check(config_path: str) -> int:
     from llama_swap_trio.config.describe import describe_config
+    from llama_swap_trio.config.warnings import config_warnings
 
     config = _load(config_path)
     if config is None:
         return EXIT_USAGE
     for line in describe_config(config):
+        print(line)
+    for line in config_warnings(config, bindir=os.path.dirname(sys.executable)):
         print(line)
     return EXIT_OK
 

@@ -19,6 +19,7 @@ from llama_swap_trio.config.parity_validate import type_parity
 from llama_swap_trio.config.problems import ConfigError, KeyPath, Problems
 from llama_swap_trio.config.schema import RawConfig, RawModel, RawRouting, structure
 from llama_swap_trio.config.validate import Typed, build_config
+from llama_swap_trio.config.yaml_hint import YAML_HINT, looks_like_yaml
 
 
 def load_config(
@@ -66,7 +67,10 @@ def load_config_text(
         doc = tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}: " if exc.lineno else ""
-        raise ConfigError([f"{path}: {where}{exc.msg}"]) from None
+        lines = [f"{path}: {where}{exc.msg}"]
+        if looks_like_yaml(text, path):
+            lines.append(f"{path}: {YAML_HINT.format(path=path)}")
+        raise ConfigError(lines) from None
 
     macro_problems = Problems()
     expanded = expand_macros(
@@ -87,8 +91,13 @@ def load_config_text(
         (problems, macro_problems.paths | type_problems.paths),
     ):
         for key_path, message in stage.items():
-            if not any(key_path[: len(f)] == f for f in causes):
-                final.add(key_path, message)
+            if any(key_path[: len(f)] == f for f in causes):
+                continue
+            if message.startswith("is missing") and any(
+                f[: len(key_path)] == key_path for f in type_problems.paths
+            ):
+                continue  # the table is there; a value in it is mistyped (reported already)
+            final.add(key_path, message)
     if final:
         raise ConfigError(final.lines(path))
     assert config is not None  # no problem was reported, so the build completed

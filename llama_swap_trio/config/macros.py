@@ -31,6 +31,8 @@ from llama_swap_trio.config.problems import KeyPath, Problems, toml_type_name
 MACRO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 RESERVED = frozenset({"PORT", "MODEL_ID", "PID"})
 _REF = re.compile(r"\$\{([^{}]*)\}")
+#: a ``${`` that no ``}`` closes before the next brace or the end (``--id ${MODEL_ID``)
+_UNCLOSED = re.compile(r"\$\{(?![^{}]*\})")
 _ENV_PREFIX = "env."
 DEFAULT_START_PORT = 5800
 
@@ -160,6 +162,11 @@ class _Context:
         return value
 
     def expand_string(self, text: str, path: KeyPath, nested: bool = False) -> object:
+        unclosed = _UNCLOSED.search(text)
+        if unclosed is not None and not nested:
+            rest = text[unclosed.start() : unclosed.start() + 24]
+            self.problems.add(path, f"unclosed '${{' (no '}}' after {rest!r})")
+
         def substitute(match: re.Match[str]) -> object:
             return self._resolve(match.group(1), match.group(0), path, nested)
 

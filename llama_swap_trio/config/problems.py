@@ -59,9 +59,40 @@ def toml_type_name(value: object) -> str:
     return type(value).__name__
 
 
+#: a known key at most this many edits away (insert, delete, replace, swap two neighbours) is
+#: suggested for an unknown one: ``tll`` -> ``ttl``, ``unlod_timeout`` -> ``unload_timeout``
+MAX_SUGGESTION_EDITS = 2
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Edits from ``a`` to ``b``: insertions, deletions, substitutions and transpositions of two
+    neighbours (the optimal string alignment distance)."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
 def unknown_key_message(key: str, known: Iterable[str]) -> str:
-    """``unknown key``, with a ``did you mean`` hint when a known key is close."""
-    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.7)
+    """``unknown key``, with a ``did you mean`` hint when a known key is within
+    :data:`MAX_SUGGESTION_EDITS` edits (the closest; ties go to the most similar), or failing
+    that, one that difflib finds close."""
+    candidates = sorted(
+        (edit_distance(key, name), -difflib.SequenceMatcher(None, key, name).ratio(), name)
+        for name in set(known)
+    )
+    # at most two edits, and fewer than half the key's letters (``nope`` is two edits from
+    # ``name`` too, but that is a different word)
+    if candidates and candidates[0][0] <= MAX_SUGGESTION_EDITS and candidates[0][0] * 2 < len(key):
+        return f"unknown key (did you mean '{candidates[0][2]}'?)"
+    # farther, but clearly the same word (``gpu_mem`` -> ``gpu_memory``)
+    close = difflib.get_close_matches(key, sorted(set(known)), n=1, cutoff=0.7)
     if close:
         return f"unknown key (did you mean '{close[0]}'?)"
     return "unknown key"
