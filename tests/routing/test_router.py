@@ -519,7 +519,9 @@ async def test_requests_and_unloads_left_in_the_inbox_when_the_router_stops_are_
         # given clients that post to the router and a stop of the router, all in one scheduling
         # batch: the router task does not run in between, so whatever order they run in, the
         # messages after the first are still in its inbox when it stops (the first request may
-        # be handled at once, on the inline fast path, and then be unloaded by an unload)
+        # be handled at once, on the inline fast path, and then be unloaded by an unload; in
+        # some of trio's orders both requests take that path and join one load, which an unload
+        # then stops: both get model_unloaded, as SPEC 3.5 says)
         with trio.fail_after(10):
             async with trio.open_nursery() as clients:
                 clients.start_soon(request)
@@ -533,5 +535,4 @@ async def test_requests_and_unloads_left_in_the_inbox_when_the_router_stops_are_
         unloads = [o for o in outcome if isinstance(o, list)]
         assert len(codes) == 2
         assert set(codes) <= {"shutting_down", "model_unloaded"}
-        assert "shutting_down" in codes
         assert len(unloads) == 2
