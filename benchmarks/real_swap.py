@@ -137,8 +137,17 @@ class Served:
         self.url = url
         self.client = httpx.Client(base_url=url, trust_env=False, timeout=120)
 
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        """POST, once more on a fresh connection if the server had closed an idle one (the
+        router's cpp-httplib closes keep-alive connections after 5 s; httpx never retries)."""
+        try:
+            response = self.client.post(path, **kwargs)
+        except httpx.RemoteProtocolError:
+            response = self.client.post(path, **kwargs)
+        return response.raise_for_status()
+
     def request(self, model: str) -> None:
-        self.client.post("/v1/chat/completions", json=chat(model)).raise_for_status()
+        self.post("/v1/chat/completions", json=chat(model))
 
 
 def start_router(procs: Procs, server: str, files: dict[str, str]) -> Served:
@@ -212,9 +221,9 @@ def unload(target: str, system: Any, model: str) -> float:
     if target == "floor":
         system.stop()  # SIGTERM to reaped, no connection open: the server's own exit time
     elif target == "daemon":
-        system.client.post(f"/api/models/unload/{model}").raise_for_status()
+        system.post(f"/api/models/unload/{model}")
     else:
-        system.client.post("/models/unload", json={"model": model}).raise_for_status()
+        system.post("/models/unload", json={"model": model})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             data = system.client.get("/models").json()["data"]
@@ -241,10 +250,11 @@ def unload_all(target: str, system: Any, files: dict[str, str]) -> None:
     if target == "floor":
         system.stop()
     elif target == "daemon":
-        system.client.post("/api/models/unload").raise_for_status()
+        system.post("/api/models/unload")
     else:
         for model in files:
-            system.client.post("/models/unload", json={"model": model})
+            with contextlib.suppress(httpx.HTTPStatusError):  # 400: that one was not loaded
+                system.post("/models/unload", json={"model": model})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             data = system.client.get("/models").json()["data"]

@@ -87,7 +87,7 @@ from llama_swap_trio.observe import Observability
 from llama_swap_trio.observe.access import EXCHANGE, Exchange, log_exchange
 from llama_swap_trio.observe.http import ObserveViews
 from llama_swap_trio.observe.requests import RequestLife
-from llama_swap_trio.routing.api import RouterLike
+from llama_swap_trio.routing.api import Progress, RouterLike
 from llama_swap_trio.routing.resources import resources_body
 from llama_swap_trio.ui import is_ui_path, serve_ui
 from llama_swap_trio.upstream.api import UpstreamState
@@ -464,6 +464,8 @@ class App:
                             else self.peers.serve(peer)
                         )
                         async with serving as grant:
+                            if peer is not None:  # never queued or loaded: granted at once
+                                life.on_progress(Progress("ready"))
                             watch.release(waiting)  # from here on only the forwarding is cut
                             result = await forward_http(
                                 scope,

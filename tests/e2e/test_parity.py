@@ -81,6 +81,9 @@ async def test_peer_models_are_reached_qualified_and_bare_with_the_peer_key(
                 assert event["model"] == "box/m1"
                 assert event["status"] == 200
                 assert event["completion_tokens"] == 5
+                # a peer is never queued or loaded: its wait ends before the first byte
+                assert event["load_ms"] == 0
+                assert event["queue_ms"] < event["ttfb_ms"]
 
             listed = {m["id"]: m for m in (await client.get("/v1/models")).json()["data"]}
             assert listed["box/m1"]["owned_by"] == "box"
