@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import socket
 
 import trio
 
@@ -15,7 +14,7 @@ from llama_swap_trio.config.model import ServerConfig
 from llama_swap_trio.edge import server
 from llama_swap_trio.edge.handoff import hypercorn_config
 from llama_swap_trio.edge.limits import derived_max_connections
-from tests.edge.test_server import Echo, connect, get, serving
+from tests.edge.test_server import Echo, FailingListener, connect, get, serving
 from tests.edge.test_timeouts import closed_after
 
 WAIT = 10
@@ -62,23 +61,8 @@ async def test_accept_running_out_of_descriptors_pauses_and_logs_once(
     records: list[logging.LogRecord],
 ) -> None:
     # given a listener whose accept() fails with EMFILE four times, then works
-    calls: list[float] = []
-
-    class Exhausted(socket.socket):
-        failures = 4
-
-        def accept(self) -> tuple[socket.socket, object]:
-            calls.append(trio.current_time())
-            if Exhausted.failures:
-                Exhausted.failures -= 1
-                raise OSError(errno.EMFILE, "Too many open files")
-            return super().accept()
-
-    listener = Exhausted(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.setblocking(False)
-    port = listener.getsockname()[1]
+    listener = FailingListener(OSError(errno.EMFILE, "Too many open files"), 4)
+    port, calls = listener.port, listener.calls
     door = server.FrontDoor(Echo(), hypercorn_config(ServerConfig(), 5.0), ServerConfig())
     with listener:
         async with trio.open_nursery() as connections:

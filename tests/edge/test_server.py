@@ -508,23 +508,32 @@ async def test_a_client_that_sent_its_request_and_left_is_reported_as_disconnect
     assert seen == ["http.disconnect", "True"]
 
 
+class FailingListener(socket.socket):
+    """A listening socket on 127.0.0.1 whose accept() raises ``error`` ``failures`` times, then
+    works; ``calls`` holds the trio time of every accept()."""
+
+    def __init__(self, error: OSError, failures: int) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+        self.error, self.failures = error, failures
+        self.calls: list[float] = []
+        self.bind(("127.0.0.1", 0))
+        self.listen(16)
+        self.setblocking(False)
+        self.port: int = self.getsockname()[1]
+
+    def accept(self) -> tuple[socket.socket, object]:
+        self.calls.append(trio.current_time())
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        return super().accept()
+
+
 async def test_an_accept_error_of_one_connection_does_not_stop_the_server() -> None:
     # given a listener whose accept() first fails as Linux does for a connection reset in the
     # backlog (ECONNRESET), then works
-    class FlakyListener(socket.socket):
-        failures = 1
-
-        def accept(self) -> tuple[socket.socket, object]:
-            if FlakyListener.failures:
-                FlakyListener.failures -= 1
-                raise ConnectionResetError(errno.ECONNRESET, "reset in the backlog")
-            return super().accept()
-
-    listener = FlakyListener(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.setblocking(False)
-    port = listener.getsockname()[1]
+    listener = FailingListener(ConnectionResetError(errno.ECONNRESET, "reset in the backlog"), 1)
+    port = listener.port
     door = server.FrontDoor(Echo(), hypercorn_config(ServerConfig(), 5.0), ServerConfig())
     with listener:
         async with trio.open_nursery() as connections:
@@ -533,7 +542,7 @@ async def test_an_accept_error_of_one_connection_does_not_stop_the_server() -> N
             async with connect(port) as client:
                 await client.stream.send_all(post("/a", b"still here"))
                 assert (await client.response())[2] == b"still here"
-            assert FlakyListener.failures == 0
+            assert listener.failures == 0
             connections.cancel_scope.cancel()
 
 
