@@ -13,7 +13,6 @@ we cannot forward with confidence, and saying so beats guessing.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote
@@ -22,6 +21,7 @@ import attrs
 
 from llama_swap_trio import errors
 from llama_swap_trio.config.model import Config, ModelConfig
+from llama_swap_trio.http import json_fast
 from llama_swap_trio.http.asgi import Receive, Scope
 
 #: SPEC 3.1: larger request bodies get 413.
@@ -159,7 +159,7 @@ def _curl_json(kind: str, body: bytes) -> bool:
 
 def _parse_json_object(body: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(body)
+        value = json_fast.loads(body)
     except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise errors.invalid_json(str(error)) from None
     except RecursionError:

@@ -23,10 +23,11 @@ Compressed bodies (``content-encoding`` set) are not decoded: accounting is skip
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import attrs
+
+from llama_swap_trio.http import json_fast
 
 #: JSON bodies larger than this are not parsed for usage
 MAX_JSON_BYTES = 1 << 20
@@ -215,7 +216,7 @@ class UsageSniffer:
             return
         data = line[5:].strip()
         try:
-            value = json.loads(data)
+            value = json_fast.loads(data)
         except (ValueError, RecursionError):  # malformed, or nested past the parser's depth
             return
         if isinstance(value, dict):
@@ -228,7 +229,7 @@ class UsageSniffer:
         if b'"usage"' not in body and b'"timings"' not in body:
             return
         try:
-            value = json.loads(body)
+            value = json_fast.loads(body)
         except (ValueError, RecursionError):  # malformed, or nested past the parser's depth
             return
         if isinstance(value, list) and value and isinstance(value[-1], dict):

@@ -593,7 +593,9 @@ class Router:
         """Bound the router task's wait by the scheduler's next deadline (cheap when nothing
         waits: the deadline is then None)."""
         deadline = self._scheduler.next_deadline()
-        self._timer.deadline = math.inf if deadline is None else deadline
+        armed = math.inf if deadline is None else deadline
+        if armed != self._timer.deadline:  # setting it re-registers the scope with trio: costs
+            self._timer.deadline = armed
 
     def _close_detached(self) -> None:
         """End the requests that do not hold a model the scheduler no longer sees ready."""

@@ -176,6 +176,23 @@ class Verdict:
     error: ProxyError | None = None
 
 
+#: the verdict of the fast path in :meth:`Scheduler._verdict` (immutable, shared)
+_READY_GRANT = Verdict(
+    Decision.GRANT,
+    "ready, nothing to evict",
+    "",
+    Facts(
+        loading=False,
+        load_cancelled=False,
+        stopping=False,
+        ready=True,
+        evict=frozenset(),
+        collides=False,
+        evict_busy=False,
+    ),
+)
+
+
 def _no_clock() -> float:
     return 0.0
 
@@ -400,8 +417,24 @@ class Scheduler:
         verdict = self._verdict(model, force, explicit)
         return verdict.decision, verdict.rule
 
+    def decide_by_table(self, model: str) -> tuple[Decision, str]:
+        """:meth:`decide` without the fast path (the property tests check that they agree)."""
+        verdict = self._table(model, False, False)
+        return verdict.decision, verdict.rule
+
     def _verdict(self, model: str, force: bool, explicit: bool) -> Verdict:
-        """The decision table (rule 2) for one request; REFUSE comes with its error."""
+        """The decision for one request (rule 2); REFUSE comes with its error."""
+        # The common case, decided without building the facts: nothing loads, stops or waits,
+        # so the rules before "ready, nothing to evict" cannot apply and the running models are
+        # exactly the ready ones (rule 7). Same answer as the table's.
+        settled = not (self._loads or self._stopping or self._exiting or self._queued)
+        ready = model in self._ready
+        if settled and ready and not self._swapper.evictions(model, frozenset(self._ready)):
+            return _READY_GRANT
+        return self._table(model, force, explicit)
+
+    def _table(self, model: str, force: bool, explicit: bool) -> Verdict:
+        """The decision table (rule 2): the first rule whose condition holds."""
         facts = self.facts(model, force=force, explicit=explicit)
         for rule, applies, decision, reason in DECISION_RULES:
             if applies(facts):

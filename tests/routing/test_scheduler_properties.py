@@ -172,6 +172,9 @@ class Model:
         for model in self.models:
             assert s.in_flight(model) == live[model] >= 0
             assert fx.in_flight.get(model, 0) == live[model]
+        # the fast path of a request to a ready model decides as the decision table does
+        for model in self.models:
+            assert s.decide(model) == s.decide_by_table(model), model
         # the queue is in priority order, and holds only requests that must wait
         priorities = [h.config.models[e.model].priority for e in s.queue()]
         assert priorities == sorted(priorities, reverse=True)
