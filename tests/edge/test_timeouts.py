@@ -83,6 +83,19 @@ async def test_an_idle_keep_alive_connection_closes_after_keep_alive_timeout_qui
     assert loud(records) == []
 
 
+async def test_each_idle_spell_gets_the_whole_keep_alive_timeout() -> None:
+    # given a connection served a request, idle for half the timeout, then served another
+    async with serving(Echo(), keep_alive_timeout=SHORT) as (port, _), connect(port) as client:
+        await client.stream.send_all(get("/"))
+        assert (await client.response())[0] == b"HTTP/1.1 200 OK"
+        await trio.sleep(SHORT / 2)  # the scenario: a pause shorter than the timeout
+        await client.stream.send_all(get("/"))
+        assert (await client.response())[0] == b"HTTP/1.1 200 OK"
+        # then its second idle spell is timed from its own start, not from the first one's
+        took = await closed_after(client)
+    assert SHORT * 0.8 <= took < WAIT
+
+
 async def test_the_next_head_has_head_timeout_from_its_first_byte_not_keep_alive() -> None:
     settings = {"keep_alive_timeout": 30.0, "head_timeout": SHORT}
     async with serving(Echo(), **settings) as (port, _), connect(port) as client:
