@@ -87,7 +87,7 @@ from llama_swap_trio.observe import Observability
 from llama_swap_trio.observe.access import EXCHANGE, Exchange, log_exchange
 from llama_swap_trio.observe.http import ObserveViews
 from llama_swap_trio.observe.requests import RequestLife
-from llama_swap_trio.routing.api import Progress, RouterLike
+from llama_swap_trio.routing.api import Progress, RouterLike, WaitCancelled
 from llama_swap_trio.routing.resources import resources_body
 from llama_swap_trio.ui import is_ui_path, serve_ui
 from llama_swap_trio.upstream.api import UpstreamState
@@ -445,8 +445,9 @@ class App:
         A ``peer`` model is granted at once, without the router (it is never started).
 
         One watch covers the whole request (the server's own, or a watcher task on
-        ``receive()``). A disconnect before the grant cancels the wait (the router drops the
-        request; it never causes a load); after the grant it only cuts the forwarding
+        ``receive()``). A disconnect before the grant cancels the wait (the router runs a
+        waiting request's wait in the watch's scope, drops the request and raises
+        ``WaitCancelled``; it never causes a load); after the grant it only cuts the forwarding
         (``forward_http`` registers its scope with the same watch), so the result, and its
         event, survive the client's leaving. ``life`` is finished however it ends.
         """
@@ -455,29 +456,34 @@ class App:
         try:
             async with watching(scope, receive) as watch:
                 try:
-                    with watch.cancel_on_disconnect() as waiting:
-                        serving = (
-                            self.router.serve(
-                                model.id, on_progress=life.on_progress, require_ready=require_ready
-                            )
-                            if peer is None
-                            else self.peers.serve(peer)
+                    if watch.disconnected:  # gone before it asked: nothing to wait for
+                        raise WaitCancelled
+                    serving = (
+                        self.router.serve(
+                            model.id,
+                            on_progress=life.on_progress,
+                            require_ready=require_ready,
+                            cancel_wait=watch.cancel_on_disconnect,
                         )
-                        async with serving as grant:
-                            if peer is not None:  # never queued or loaded: granted at once
-                                life.on_progress(Progress("ready"))
-                            watch.release(waiting)  # from here on only the forwarding is cut
-                            result = await forward_http(
-                                scope,
-                                receive,
-                                send,
-                                grant=grant,
-                                body=body,
-                                pool=self.pool,
-                                target=target,
-                                watch=watch,
-                                life=life,
-                            )
+                        if peer is None
+                        else self.peers.serve(peer)
+                    )
+                    async with serving as grant:
+                        if peer is not None:  # never queued or loaded: granted at once
+                            life.on_progress(Progress("ready"))
+                        result = await forward_http(
+                            scope,
+                            receive,
+                            send,
+                            grant=grant,
+                            body=body,
+                            pool=self.pool,
+                            target=target,
+                            watch=watch,
+                            life=life,
+                        )
+                except WaitCancelled:
+                    pass  # the client left while it waited
                 except ProxyError as error:
                     failure = error
         finally:

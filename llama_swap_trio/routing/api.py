@@ -15,10 +15,11 @@ it from the queue, and a request nobody waits for never causes a load.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Literal, Protocol
 
 import attrs
+import trio
 
 from llama_swap_trio.config.model import ModelConfig
 from llama_swap_trio.routing.plan import Plan, WaitingRequest
@@ -48,6 +49,13 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+#: ``serve(..., cancel_wait=...)``: makes the cancel scope a waiting request waits in
+CancelWait = Callable[[], AbstractContextManager[trio.CancelScope]]
+
+
+class WaitCancelled(Exception):
+    """``serve``'s wait was cut short by its ``cancel_wait`` scope (the client left): the
+    request left the queue, was never granted and caused no load."""
 
 
 @attrs.frozen
@@ -83,6 +91,7 @@ class RouterLike(Protocol):
         *,
         on_progress: ProgressCallback | None = None,
         require_ready: bool = False,
+        cancel_wait: CancelWait | None = None,
     ) -> AbstractAsyncContextManager[Grant]:
         """Wait until ``model_id`` (a real id, aliases already resolved) may be served.
 
@@ -92,6 +101,10 @@ class RouterLike(Protocol):
                 change of what the request waits for.
             require_ready: serve only if the model is ready now and nothing must be evicted;
                 otherwise raise 409 ``model_not_loaded`` (``/upstream`` ignored paths).
+            cancel_wait: a request that must wait (queued, or for a load) waits inside
+                ``cancel_wait()``; when that scope is cancelled (the client left) the request is
+                withdrawn and ``serve`` raises :class:`WaitCancelled`. A request granted at once
+                never enters it (the common case costs no cancel scope).
 
         Raises:
             ProxyError: 404 unknown model, 429 concurrency limit, 502 failed start, 503 shutting

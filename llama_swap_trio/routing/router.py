@@ -46,12 +46,14 @@ from llama_swap_trio.config.model import Config
 from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.routing.api import (
+    CancelWait,
     Grant,
     ModelStatus,
     Progress,
     ProgressCallback,
     QueueEntry,
     RouterSnapshot,
+    WaitCancelled,
 )
 from llama_swap_trio.routing.backoff import COUNTED_REASONS, Backoff
 from llama_swap_trio.routing.memory import Measured, MemorySwapper, with_memory
@@ -88,6 +90,11 @@ class _ReplySlot:
         self._value: Reply | None = None
         self._closed = False
         self._event: trio.Event | None = None
+
+    @property
+    def value(self) -> Reply | None:
+        """The reply, if it came (taken without waiting)."""
+        return self._value
 
     def send_nowait(self, value: Reply) -> None:
         if self._closed:
@@ -262,6 +269,60 @@ class _Effects:
                 drained.set()
 
 
+class _Serving:
+    """The async context manager of :meth:`Router.serve`: the grant for the block.
+
+    A small class rather than a generator-based context manager: one is entered per request.
+    With the inline fast path of ``Router._post`` the grant is in the slot as soon as the
+    request is posted, and the block is entered without waiting, so ``cancel_wait`` (the
+    client's disconnect watch) is entered only by a request that really waits.
+    """
+
+    __slots__ = ("_cancel_wait", "_request", "_router")
+
+    def __init__(self, router: Router, request: _NewRequest, cancel_wait: CancelWait | None):
+        self._router = router
+        self._request = request
+        self._cancel_wait = cancel_wait
+
+    async def __aenter__(self) -> Grant:
+        router, request = self._router, self._request
+        if router._closing:
+            raise router._refusal()
+        slot = request.reply
+        try:
+            if not router._post(request, inline=True):
+                raise router._refusal()
+            reply = slot.value
+            if reply is None:
+                reply = await self._wait(slot)
+        finally:
+            slot.close()  # a late grant fails and is released by the router
+        if isinstance(reply, ProxyError):
+            raise reply
+        return reply
+
+    async def _wait(self, slot: _ReplySlot) -> Reply:
+        try:
+            if self._cancel_wait is None:
+                return await slot.receive()
+            reply: Reply | None = None
+            with self._cancel_wait():
+                reply = await slot.receive()
+            if reply is None:  # the scope caught a cancellation
+                raise WaitCancelled
+            return reply
+        except BaseException:
+            # Cancelled while waiting. The router removes us from the queue or load; if the
+            # grant was already sent (it may sit in the slot), it counts this as done.
+            self._router._post(_Cancel(self._request.rid))
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._request.hold:  # else never counted in flight: nothing to report (rule 14)
+            self._router._post(_ServeDone(self._request.rid), inline=True)
+
+
 class Router:
     """The router (``RouterLike``): start it with ``await nursery.start(router.run)``."""
 
@@ -353,8 +414,9 @@ class Router:
         *,
         on_progress: ProgressCallback | None = None,
         require_ready: bool = False,
+        cancel_wait: CancelWait | None = None,
     ) -> AbstractAsyncContextManager[Grant]:
-        return self._serve(model_id, on_progress, require_ready)
+        return self._serve(model_id, on_progress, require_ready, cancel_wait=cancel_wait)
 
     def plan(self, model_id: str, *, force: bool = False) -> Plan:
         """What a request for ``model_id`` would get now, and why (no side effects)."""
@@ -456,8 +518,7 @@ class Router:
 
     # ------------------------------------------------------------ handler side
 
-    @asynccontextmanager
-    async def _serve(
+    def _serve(
         self,
         model_id: str,
         on_progress: ProgressCallback | None,
@@ -466,35 +527,13 @@ class Router:
         explicit: bool = False,
         force: bool = False,
         hold: bool = True,
-    ) -> AsyncIterator[Grant]:
-        if self._closing:
-            raise self._refusal()
-        rid = next(self._rids)
-        slot = _ReplySlot()
-        try:
-            request = _NewRequest(
-                rid, model_id, slot, on_progress, require_ready, explicit, force, hold
-            )
-            if not self._post(request, inline=True):
-                raise self._refusal()
-            try:
-                reply = await slot.receive()
-            except BaseException:
-                # Cancelled while waiting. The router removes us from the queue or load; if the
-                # grant was already sent (it may sit in the slot), it counts this as done.
-                self._post(_Cancel(rid))
-                raise
-        finally:
-            slot.close()  # a late grant fails and is released by the router
-        if isinstance(reply, ProxyError):
-            raise reply
-        if not hold:
-            yield reply  # never counted in flight: nothing to report (scheduler rule 14)
-            return
-        try:
-            yield reply
-        finally:
-            self._post(_ServeDone(rid), inline=True)
+        cancel_wait: CancelWait | None = None,
+    ) -> _Serving:
+        request = _NewRequest(
+            next(self._rids), model_id, _ReplySlot(), on_progress, require_ready, explicit, force,
+            hold,
+        )  # fmt: skip
+        return _Serving(self, request, cancel_wait)
 
     def _post(self, message: _Message, *, inline: bool = False) -> bool:
         """Hand ``message`` to the router task.

@@ -26,12 +26,14 @@ from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.http.forward import ForwardResult
 from llama_swap_trio.logbuffer import LogBuffer
 from llama_swap_trio.routing.api import (
+    CancelWait,
     Grant,
     ModelStatus,
     Progress,
     ProgressCallback,
     QueueEntry,
     RouterSnapshot,
+    WaitCancelled,
 )
 from llama_swap_trio.upstream.api import UpstreamState
 
@@ -118,6 +120,7 @@ class FakeRouter:
         *,
         on_progress: ProgressCallback | None = None,
         require_ready: bool = False,
+        cancel_wait: CancelWait | None = None,
     ) -> AsyncIterator[Grant]:
         self.serve_calls.append((model_id, require_ready))
         upstream = self.upstreams[model_id]
@@ -130,7 +133,11 @@ class FakeRouter:
         if self.gate is not None:
             self.waiting += 1
             try:
-                await self.gate.wait()
+                with cancel_wait() if cancel_wait is not None else trio.CancelScope() as waiting:
+                    await self.gate.wait()
+                if waiting.cancelled_caught:  # as the router: the wait is withdrawn
+                    self.cancelled_waits += 1
+                    raise WaitCancelled
             except trio.Cancelled:
                 self.cancelled_waits += 1
                 raise
