@@ -267,7 +267,7 @@ class App:
         exchange = Exchange(trio.current_time())
         scope[EXCHANGE] = exchange
         try:
-            await self._serve_http(scope, receive, exchange.wrap(send))
+            await self._serve_http(scope, receive, send, exchange)
         finally:
             if exchange.event is None and self._model_routed(scope["path"]):
                 self.observe.metrics.unresolved(exchange.status or CLIENT_CLOSED)
@@ -279,9 +279,15 @@ class App:
             UPSTREAM_PREFIX
         )
 
-    async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve_http(
+        self, scope: Scope, receive: Receive, send: Send, exchange: Exchange
+    ) -> None:
         method: str = scope["method"]
         path: str = scope["path"]
+        # A model-routed request's status is its feed event's (the access log reads it there),
+        # so the hot path is not wrapped; every other answer's status is recorded by ``send``.
+        unrecorded = send
+        send = exchange.wrap(send)
         ambiguous = framing_error(scope)
         if ambiguous is not None:
             await send_error(scope, send, ambiguous)
@@ -295,6 +301,7 @@ class App:
             return
         if origin is not None:
             send = with_allow_origin(send, origin)
+            unrecorded = with_allow_origin(unrecorded, origin)
         try:
             if path == "/health":
                 if method not in ("GET", "HEAD"):
@@ -313,7 +320,8 @@ class App:
                 methods, handler = route
                 if method not in methods:
                     raise method_not_allowed(method, path, ", ".join(sorted(methods)))
-                await handler(scope, receive, send)
+                model_routed = handler == self._model_request
+                await handler(scope, receive, unrecorded if model_routed else send)
                 return
             if path == "/upstream":
                 raise errors.not_found(path)

@@ -42,7 +42,8 @@ class Exchange:
     def __init__(self, arrived: float) -> None:
         #: trio time the app first saw the request
         self.arrived = arrived
-        #: the response status (the first ``http.response.start``), 0 until one is sent
+        #: the response status (the first ``http.response.start``), 0 until one is sent; the
+        #: app does not record it for a model-routed request's own answer (its ``event`` has it)
         self.status = 0
         #: the model it was routed to (set by the app once known)
         self.model: str | None = None
