@@ -18,7 +18,7 @@ still gets its serve-done report) after the cancellation.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 
 import trio
@@ -104,18 +104,35 @@ class _Guard:
         return self._scope.__exit__(kind, exc, tb)
 
 
-@asynccontextmanager
-async def watching(scope: Scope, receive: Receive) -> AsyncIterator[ClientWatch]:
+def watching(scope: Scope, receive: Receive) -> AbstractAsyncContextManager[ClientWatch]:
     """A :class:`ClientWatch` of the request for the duration of the block: the server's own
     when it gives one, else one run on ``receive`` by a watcher task.
 
     Do not read ``receive()`` inside the block. An exception from the block comes out as itself,
-    not wrapped in an exception group.
+    not wrapped in an exception group. (The server's own watch comes in a small class, not a
+    generator-based context manager: that is the path of every request the front door serves.)
     """
     given = scope.get("extensions", {}).get(WATCH_EXTENSION)
     if isinstance(given, ClientWatch):
-        yield given
-        return
+        return _Given(given)
+    return _watched(receive)
+
+
+class _Given:
+    __slots__ = ("_watch",)
+
+    def __init__(self, watch: ClientWatch) -> None:
+        self._watch = watch
+
+    async def __aenter__(self) -> ClientWatch:
+        return self._watch
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+@asynccontextmanager
+async def _watched(receive: Receive) -> AsyncIterator[ClientWatch]:
     watch = ClientWatch()
     try:
         async with trio.open_nursery() as nursery:
