@@ -5,10 +5,10 @@ only as an ``http.disconnect`` message from ``receive()`` (research python-stack
 relays a response watches for it, and the watch cancels the work that serves the gone client: the
 wait for a model, the upstream request.
 
-Our front door (edge/server.py) reads every connection all along anyway, so it hands the app a
-ready :class:`ClientWatch` in the scope (``extensions[WATCH_EXTENSION]``) and fires it itself: no
-watcher task per request. On a connection hypercorn serves, :func:`watching` runs a watcher task
-on ``receive()`` instead.
+The app obtains a request's watch from its edge (edge/contract.py ``Edge.watch``): our front
+door (edge/server.py) reads every connection all along anyway, so it fires the watch itself, with
+no watcher task per request; on a connection hypercorn serves, ``open_edge`` runs
+:meth:`ClientWatch.run` on ``receive()`` instead.
 
 The watcher does not cancel the caller's whole task: work registers the parts that should stop
 with :meth:`ClientWatch.cancel_on_disconnect`, so it can still compute a result (and the router
@@ -17,18 +17,13 @@ still gets its serve-done report) after the cancellation.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 
 import trio
 
-from llama_swap_trio.http.asgi import Receive, Scope
+from llama_swap_trio.http.asgi import Receive
 
 _DISCONNECT = frozenset({"http.disconnect", "websocket.disconnect"})
-
-#: scope["extensions"] key of the front door's ClientWatch for the request
-WATCH_EXTENSION = "llama_swap_trio.client_watch"
 
 
 async def until_disconnect(receive: Receive) -> None:
@@ -102,47 +97,3 @@ class _Guard:
     ) -> bool:
         self._watch.release(self._scope)
         return self._scope.__exit__(kind, exc, tb)
-
-
-def watching(scope: Scope, receive: Receive) -> AbstractAsyncContextManager[ClientWatch]:
-    """A :class:`ClientWatch` of the request for the duration of the block: the server's own
-    when it gives one, else one run on ``receive`` by a watcher task.
-
-    Do not read ``receive()`` inside the block. An exception from the block comes out as itself,
-    not wrapped in an exception group. (The server's own watch comes in a small class, not a
-    generator-based context manager: that is the path of every request the front door serves.)
-    """
-    given = scope.get("extensions", {}).get(WATCH_EXTENSION)
-    if isinstance(given, ClientWatch):
-        return _Given(given)
-    return _watched(receive)
-
-
-class _Given:
-    __slots__ = ("_watch",)
-
-    def __init__(self, watch: ClientWatch) -> None:
-        self._watch = watch
-
-    async def __aenter__(self) -> ClientWatch:
-        return self._watch
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
-
-
-@asynccontextmanager
-async def _watched(receive: Receive) -> AsyncIterator[ClientWatch]:
-    watch = ClientWatch()
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch.run, receive)
-            try:
-                yield watch
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # The watcher itself never fails, so a group holds the block's own exception.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise

@@ -8,9 +8,10 @@ sockets of the responses it relays in its own epoll set (registered once per res
 time it wakes, serves every socket that has bytes: read, remove the upstream's framing, add the
 client's, write, account. A wake-up is shared by all the events that arrived meanwhile.
 
-It stays structured: a relay belongs to the request task that started it, which waits for it to
-finish and, on the way out (done, cancelled, client gone), takes it out of the hub synchronously
-before closing the upstream connection. The hub task lives in the server's nursery.
+It stays structured: a relay belongs to the request task that started it (through the front
+door's ``Edge.relay``, edge/server.py), which waits for it to finish and, on the way out (done,
+cancelled, client gone), takes it out of the hub synchronously before closing the upstream
+connection. The hub task lives in the server's nursery.
 
 Nothing blocks: writes are non-blocking. When a client's socket is full, the hub stops reading
 that upstream (its epoll interest is cleared) and waits for the client socket to be writable, so
@@ -24,7 +25,6 @@ import logging
 import select
 import socket
 from collections.abc import Callable
-from typing import Protocol
 
 import trio
 
@@ -40,31 +40,12 @@ MAX_READS_PER_WAKE = 16
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
 
-#: scope["extensions"] key of the front door's ``relay`` (edge/server.py ``_Exchange.relay``)
-RELAY_EXTENSION = "llama_swap_trio.relay"
-
 #: how a relay ended
 DONE = "done"
 UPSTREAM_FAILED = "upstream_failed"
 CLIENT_GONE = "client_gone"
 
 Frame = Callable[[bytes, bool], bytes]
-
-
-class RelayHost(Protocol):
-    """What the front door offers the app as ``scope["extensions"][RELAY_EXTENSION]`` (one per
-    request, edge/server.py ``_Exchange``): start a relay of the rest of an upstream body to
-    this client, and end it (always, in a ``finally``) to get how it went."""
-
-    def start_relay(
-        self,
-        upstream: socket.socket,
-        reader: BodyReader,
-        ready: list[bytes],
-        on_data: Callable[[bytes], None],
-    ) -> Relay: ...
-
-    def end_relay(self, relay: Relay) -> str: ...
 
 
 def _ignore(piece: bytes) -> None:

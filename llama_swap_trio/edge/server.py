@@ -23,9 +23,10 @@ body may pause at most ``body_timeout``; a connection idle between requests clos
 closed first.
 
 Per connection, a reader task reads the socket all along (:class:`_Connection`), so a client's
-leaving is noticed without a task per request; the app gets two extensions in the scope: the
-request's :class:`~.disconnect.ClientWatch`, fired by the reader, and ``relay``, which hands the
-rest of an upstream body to the relay hub (:mod:`.relay_hub`).
+leaving is noticed without a task per request. Each exchange is the request's
+:class:`~.contract.Edge` (``scope["extensions"][EDGE_EXTENSION]``): its
+:class:`~.disconnect.ClientWatch` is fired by the reader, and its ``relay`` hands the rest of an
+upstream body to the relay hub (:mod:`.relay_hub`).
 
 Semantics kept from hypercorn, which the app relies on:
 
@@ -63,12 +64,15 @@ from hypercorn.config import Config as HypercornConfig
 
 from llama_swap_trio.config.model import ServerConfig
 from llama_swap_trio.edge import sockio
-from llama_swap_trio.edge.disconnect import WATCH_EXTENSION, ClientWatch
+from llama_swap_trio.edge.asgi_edge import relay_chunks
+from llama_swap_trio.edge.contract import EDGE_EXTENSION
+from llama_swap_trio.edge.disconnect import ClientWatch
 from llama_swap_trio.edge.handoff import Handoff
 from llama_swap_trio.edge.limits import AcceptTrouble, ConnectionSlots, derived_max_connections
 from llama_swap_trio.edge.listen import open_listeners
-from llama_swap_trio.edge.relay_hub import CLIENT_GONE, DONE, RELAY_EXTENSION, Relay, RelayHub
-from llama_swap_trio.edge.wire import MAX_HEAD, BodyReader, RequestHead, parse_request_head
+from llama_swap_trio.edge.relay_hub import CLIENT_GONE, DONE, Relay, RelayHub
+from llama_swap_trio.edge.upstream_client import UpstreamResponse
+from llama_swap_trio.edge.wire import MAX_HEAD, RequestHead, parse_request_head
 from llama_swap_trio.http.asgi import ASGIApp, Message
 
 log = logging.getLogger(__name__)
@@ -446,6 +450,7 @@ class _Exchange:
         "keep_alive",
         "length_left",
         "pending_head",
+        "relaying",
         "started",
         "suppress_body",
         "watch",
@@ -462,8 +467,10 @@ class _Exchange:
         self.chunked = False
         self.suppress_body = False
         self.length_left: int | None = None
-        #: tells the app when the client leaves (see disconnect.WATCH_EXTENSION)
+        #: tells the app when the client leaves (``Edge.watch``, edge/contract.py)
         self.watch = ClientWatch()
+        #: the relay hub's relay of an upstream body in progress (see ``relay``)
+        self.relaying: Relay | None = None
         #: set when the response is complete or the client left (receive() then says disconnect)
         self.ended: trio.Event | None = None
 
@@ -482,7 +489,7 @@ class _Exchange:
             "headers": head.headers,
             "client": self.conn.client,
             "server": self.conn.server,
-            "extensions": {WATCH_EXTENSION: self.watch, RELAY_EXTENSION: self},
+            "extensions": {EDGE_EXTENSION: self},
         }
 
     async def run(self) -> None:
@@ -548,6 +555,8 @@ class _Exchange:
         self.keep_alive = False
         if not self.watch.disconnected:
             self.watch.client_left()
+        if self.relaying is not None:
+            self.relaying._finish(CLIENT_GONE)  # the relay's task wakes and ends it
         self._end()
 
     def _end(self) -> None:
@@ -654,24 +663,32 @@ class _Exchange:
         if data:
             await self._write(data)
 
-    def start_relay(
-        self,
-        upstream: socket.socket,
-        reader: BodyReader,
-        ready: list[bytes],
-        on_data: Callable[[bytes], None],
-    ) -> Relay:
-        """Relay the rest of an upstream body to this client in the relay hub (relay_hub.py);
-        wait for ``relay.finished``, then always :meth:`end_relay` (the ``RelayHost`` the app
-        finds in ``extensions[RELAY_EXTENSION]``)."""
+    async def relay(self, response: UpstreamResponse, on_data: Callable[[bytes], None]) -> str:
+        """``Edge.relay`` (edge/contract.py): the relay hub moves the rest of the body straight
+        from the upstream's socket to the client's (relay_hub.py); a body the hub cannot move (it
+        arrived whole with the head, or comes over TLS) goes as body messages. No cancel scope:
+        a client that leaves ends the hub's relay itself (``client_left``)."""
         if not self.started or self.complete:
             raise RuntimeError("a relay needs a started, unfinished response")
+        parts = response.relay_parts()
+        if parts is None:
+            return await relay_chunks(response, self.send, self.watch, on_data)
+        upstream, reader, ready = parts
         relay = self.conn.door.hub.start(
             upstream, reader, ready, self.conn.sock, self.frame, on_data
         )
-        if not self.conn.open:  # an earlier write failed: the client is gone
+        if not self.conn.open or self.watch.disconnected:  # the client is already gone
             relay._finish(CLIENT_GONE)
-        return relay
+        self.relaying = relay
+        try:
+            await relay.finished.wait()
+        finally:
+            # Settled even when cancelled: a relay that finished in the same moment still
+            # counts as a complete response.
+            self.relaying = None
+            outcome = self.end_relay(relay)
+            response.relay_ended()
+        return outcome
 
     def end_relay(self, relay: Relay) -> str:
         """Take ``relay`` out of the hub (synchronous: for a ``finally``) and settle the

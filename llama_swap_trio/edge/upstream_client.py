@@ -172,6 +172,11 @@ class UpstreamResponse:
         """The whole body has been handed out (so the last chunk returned was the last one)."""
         return self._done
 
+    @property
+    def arrived_whole(self) -> bool:
+        """The whole body arrived with the head (before any read): reading it waits for nothing."""
+        return self._reader.done
+
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (given in lower case), or None."""
         for key, value in self.headers:

@@ -34,7 +34,7 @@ import trio
 from llama_swap_trio import __version__, errors
 from llama_swap_trio.config.model import Config, ModelConfig
 from llama_swap_trio.config.parity_model import PeerModel
-from llama_swap_trio.edge.disconnect import watching
+from llama_swap_trio.edge.contract import open_edge
 from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.feed.logs import Redactor
@@ -452,7 +452,7 @@ class App:
 
         A ``peer`` model is granted at once, without the router (it is never started).
 
-        One watch covers the whole request (the server's own, or a watcher task on
+        One watch covers the whole request (the edge's: the server's own, or a watcher task on
         ``receive()``). A disconnect before the grant cancels the wait (the router runs a
         waiting request's wait in the watch's scope, drops the request and raises
         ``WaitCancelled``; it never causes a load); after the grant it only cuts the forwarding
@@ -462,7 +462,8 @@ class App:
         result: ForwardResult | None = None
         failure: ProxyError | None = None
         try:
-            async with watching(scope, receive) as watch:
+            async with open_edge(scope, receive, send) as edge:
+                watch = edge.watch
                 try:
                     if watch.disconnected:  # gone before it asked: nothing to wait for
                         raise WaitCancelled
@@ -487,7 +488,7 @@ class App:
                             body=body,
                             pool=self.pool,
                             target=target,
-                            watch=watch,
+                            edge=edge,
                             life=life,
                         )
                 except WaitCancelled:
@@ -670,8 +671,8 @@ class App:
     async def _load_one(self, scope: Scope, receive: Receive, send: Send) -> None:
         model = self._named_model(scope["path"], LOAD_PREFIX)
         self._refuse_if_shutting_down()
-        async with watching(scope, receive) as watch:
-            with watch.cancel_on_disconnect():
+        async with open_edge(scope, receive, send) as edge:
+            with edge.watch.cancel_on_disconnect():
                 await self.router.load(model.id, force=query_flag(scope, "force"))
                 await send_json(send, 200, {"msg": "ok", "state": "ready"})
 

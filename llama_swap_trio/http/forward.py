@@ -1,12 +1,13 @@
 """Relaying one HTTP request to an upstream and its response back (SPEC 3.1 "Forwarding").
 
-The shape (research python-stack 2.4): a disconnect watch next to the relay (the front door's
-own, or a watcher task on ``receive()``, see :mod:`.disconnect`); the upstream response head is
-awaited with the lean client of :mod:`.upstream_client` and the body is passed on as it arrives
-(no decompression, no buffering). On a front-door connection a body still arriving after the
-head is moved by the relay hub (:mod:`.relay_hub`), straight from socket to socket; elsewhere
-chunk by chunk as ``http.response.body`` messages, which the server writes at once. Either way a
-token reaches the client as soon as the upstream sends it.
+The shape (research python-stack 2.4): the request's edge (edge/contract.py ``Edge``) watches
+the client, so a client that leaves cancels the wait for the upstream; the upstream response head
+is awaited with the lean client of edge/upstream_client.py and sent as an ASGI message; then the
+edge relays the body as it arrives (no decompression, no buffering): one call, whichever server
+serves the connection (the front door moves it with its relay hub, straight from socket to
+socket; a hypercorn-served connection gets it as ``http.response.body`` messages). Either way a
+token reaches the client as soon as the upstream sends it, and this module counts what passed
+(usage, request_progress, the time to the first byte) from the edge's ``on_data`` calls.
 
 Errors have two regimes:
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -35,8 +35,7 @@ import trio
 
 from llama_swap_trio import errors
 from llama_swap_trio.config.model import ModelConfig
-from llama_swap_trio.edge.disconnect import ClientWatch, watching
-from llama_swap_trio.edge.relay_hub import DONE, RELAY_EXTENSION, UPSTREAM_FAILED, RelayHost
+from llama_swap_trio.edge.contract import CLIENT_GONE, DONE, UPSTREAM_FAILED, Edge, open_edge
 from llama_swap_trio.edge.upstream_client import (
     BrokenResponse,
     ClosedBeforeResponse,
@@ -45,7 +44,6 @@ from llama_swap_trio.edge.upstream_client import (
     UpstreamClient,
     UpstreamResponse,
 )
-from llama_swap_trio.edge.wire import BodyReader
 from llama_swap_trio.http.asgi import Receive, Scope, Send
 from llama_swap_trio.http.pool import ClientPool
 from llama_swap_trio.http.usage import UsageSniffer
@@ -227,14 +225,14 @@ async def forward_http(
     pool: ClientPool,
     target: str | None = None,
     headers_sent: bool = False,
-    watch: ClientWatch | None = None,
+    edge: Edge | None = None,
     life: RequestLife | None = None,
 ) -> ForwardResult:
     """Forward the request in ``scope`` (its body already read: ``body``) to ``grant``'s upstream.
 
     Args:
-        scope, receive, send: the ASGI request; ``receive`` is read here (a disconnect watcher),
-            so the caller must not read it concurrently.
+        scope, receive, send: the ASGI request; ``receive`` is read here (a disconnect watcher)
+            unless ``edge`` is given, so the caller must not read it concurrently.
         grant: the router's grant; ``grant.model.proxy`` is the upstream base URL and
             ``grant.upstream.generation`` picks the connection pool.
         body: the request body to send (possibly rewritten); content-length is set to its size.
@@ -244,8 +242,8 @@ async def forward_http(
         headers_sent: the caller already sent a 200 SSE head (loading-state mode): relay only
             body bytes; a non-2xx upstream answer becomes ``data: {"error": ...}`` and
             ``data: [DONE]`` events.
-        watch: a disconnect watcher the caller already runs on ``receive`` (loading-state mode);
-            when None, one is started here.
+        edge: the request's edge (edge/contract.py ``open_edge``) when the caller already has
+            it; when None, it is obtained here.
         life: the request's feed record; it gets the relay's accounting (``request_progress``).
 
     Returns:
@@ -256,10 +254,10 @@ async def forward_http(
             refused or reset, a broken response), 504 ``gateway_timeout`` (connect or response
             head timeout).
     """
-    if watch is not None:
-        return await _forward(scope, send, grant, body, pool, target, headers_sent, watch, life)
-    async with watching(scope, receive) as own_watch:
-        return await _forward(scope, send, grant, body, pool, target, headers_sent, own_watch, life)
+    if edge is not None:
+        return await _forward(scope, send, grant, body, pool, target, headers_sent, edge, life)
+    async with open_edge(scope, receive, send) as own_edge:
+        return await _forward(scope, send, grant, body, pool, target, headers_sent, own_edge, life)
 
 
 @attrs.define
@@ -270,13 +268,21 @@ class _Relay:
     status: int = CLIENT_CLOSED
     first_byte: float | None = None
     upstream_failed: bool = False
-    #: the last body message is being sent: a server then reports http.disconnect to the app,
-    #: which is the normal end of the exchange, not a client that went away
+    #: the whole body was passed on (a server then reports http.disconnect to the app, which is
+    #: the normal end of the exchange, not a client that went away)
     complete: bool = False
     #: the client went away before the response was complete
     disconnected: bool = False
     sse: bool = False
     sniffer: UsageSniffer | None = None
+
+    def on_data(self, piece: bytes) -> None:
+        """The edge relayed ``piece`` of the body (``Edge.relay``'s accounting callback)."""
+        if self.first_byte is None:
+            self.first_byte = trio.current_time()
+        sniffer = self.sniffer
+        assert sniffer is not None
+        sniffer.feed(piece)
 
     def result(self) -> ForwardResult:
         end = trio.current_time()
@@ -309,7 +315,7 @@ async def _forward(
     pool: ClientPool,
     target: str | None,
     headers_sent: bool,
-    watch: ClientWatch,
+    edge: Edge,
     life: RequestLife | None,
 ) -> ForwardResult:
     model = grant.model
@@ -319,36 +325,27 @@ async def _forward(
     method = str(scope.get("method", "GET"))
     client = await pool.client_for(grant)
     response: UpstreamResponse | None = None
-    final: bytes | None = None
     error_body: bytes | None = None
     try:
-        # One disconnect guard from the request to the last body message (a cancel scope per
-        # chunk cost more than the rest of the relay loop). A client that leaves cancels the
-        # wait for the upstream or a send to it; the cancelled request closes its connection,
-        # so the upstream sees the disconnect and stops generating.
-        with watch.cancel_on_disconnect() as guard:
+        # A client that leaves cancels the wait for the upstream or a send to it; the cancelled
+        # request closes its connection, so the upstream sees the disconnect and stops
+        # generating. The relay after the head watches the client itself (Edge.relay).
+        with edge.watch.cancel_on_disconnect() as guard:
             response = await _open(client, model, method, path, headers, body)
             relay.status = response.status_code
             if headers_sent and not 200 <= response.status_code < 300:
                 error_body = await _read_error_body(response)
             else:
-                hub = scope.get("extensions", {}).get(RELAY_EXTENSION)
-                final = await _relay_body(send, response, relay, headers_sent, hub, life)
+                await _start_relay(send, response, relay, headers_sent, life)
         if guard.cancelled_caught:
             relay.disconnected = True
         elif error_body is not None:
             relay.first_byte = trio.current_time()
             relay.complete = True
             await send_sse_error_and_done(send, _error_object(model, relay.status, error_body))
-        elif final is not None:
-            # The last message is outside the guard: the server reports http.disconnect as the
-            # normal end of every exchange, and that must not cut its own last write.
-            if relay.first_byte is None:
-                relay.first_byte = trio.current_time()
-            relay.complete = True
-            await send({"type": "http.response.body", "body": final, "more_body": False})
-            assert relay.sniffer is not None
-            relay.sniffer.feed(final)
+        else:
+            assert response is not None
+            _settle(relay, await edge.relay(response, relay.on_data))
     finally:
         # Closing an unfinished response closes its connection (synchronously), so the upstream
         # sees the disconnect at once and stops generating; a finished one goes back to the pool.
@@ -399,17 +396,15 @@ async def _open(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _relay_body(
+async def _start_relay(
     send: Send,
     response: UpstreamResponse,
     relay: _Relay,
     headers_sent: bool,
-    hub: RelayHost | None,
     life: RequestLife | None,
-) -> bytes | None:
-    """Pass the response head (unless already sent) and the body on as they arrive, all but the
-    last chunk, which is returned; None when nothing is left to send (the relay hub sent it
-    all, or the upstream broke its response off, or the client left)."""
+) -> None:
+    """Set up the accounting of the body (usage, request_progress) and send the response head
+    (unless already sent)."""
     relay.sse = _is_sse(response)
     sniffer = relay.sniffer = UsageSniffer(
         (response.header(b"content-type") or b"").decode("latin-1"),
@@ -425,60 +420,19 @@ async def _relay_body(
                 "headers": response_headers(response),
             }
         )
-    parts = response.relay_parts() if hub is not None else None
-    if hub is not None and parts is not None:
-        await _relay_in_hub(hub, parts, response, relay)
-        return None
-    try:
-        while (chunk := await response.next_chunk()) is not None:
-            if relay.first_byte is None:
-                relay.first_byte = trio.current_time()
-            if response.ended:
-                # The end of the body came with this chunk (a small answer usually arrives
-                # whole): the caller sends it as the last message, one write less.
-                return chunk
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            sniffer.feed(chunk)  # after the send: accounting never delays a token
-    except BrokenResponse as exc:
-        # Leave the client's response unfinished: the server closes the connection when the app
-        # returns, so the client sees a truncated body rather than a complete-looking one.
-        log.warning("upstream broke off its response: %s", exc)
-        relay.upstream_failed = True
-        return None
-    return b""
 
 
-async def _relay_in_hub(
-    host: RelayHost,
-    parts: tuple[socket.socket, BodyReader, list[bytes]],
-    response: UpstreamResponse,
-    relay: _Relay,
-) -> None:
-    """The front door's relay hub moves the rest of the body (edge/relay_hub.py)."""
-    sniffer = relay.sniffer
-    assert sniffer is not None
-
-    def on_data(piece: bytes) -> None:
-        if relay.first_byte is None:
+def _settle(relay: _Relay, outcome: str) -> None:
+    """Record how the edge's relay of the body ended."""
+    if outcome == DONE:
+        if relay.first_byte is None:  # an empty body: its end is its first byte
             relay.first_byte = trio.current_time()
-        sniffer.feed(piece)
-
-    hub_relay = host.start_relay(*parts, on_data)
-    try:
-        await hub_relay.finished.wait()
-    finally:
-        # Settled even when cancelled (the client left): a relay that finished in the same
-        # moment still counts as a complete response.
-        outcome = host.end_relay(hub_relay)
-        response.relay_ended()
-        if outcome == DONE:
-            if relay.first_byte is None:
-                relay.first_byte = trio.current_time()
-            relay.complete = True
-        elif outcome == UPSTREAM_FAILED:
-            relay.upstream_failed = True  # the client's response is left truncated, as below
-        else:
-            relay.disconnected = True
+        relay.complete = True
+    elif outcome == UPSTREAM_FAILED:
+        relay.upstream_failed = True  # the client's response is left truncated (see above)
+    else:
+        assert outcome == CLIENT_GONE, outcome
+        relay.disconnected = True
 
 
 async def _read_error_body(response: UpstreamResponse) -> bytes:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from llama_swap_trio.config.model import ModelConfig
-from llama_swap_trio.edge.disconnect import watching
+from llama_swap_trio.edge.contract import open_edge
 from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.http.asgi import Receive, Scope, Send
 from llama_swap_trio.http.forward import (
@@ -204,7 +204,8 @@ async def serve_with_loading_state(
     reporter = _Reporter(send, model, requested_name, life.on_progress if life else None)
     result: ForwardResult | None = None
     failure: ProxyError | None = None
-    async with watching(scope, receive) as watch:
+    async with open_edge(scope, receive, send) as edge:
+        watch = edge.watch
         with watch.cancel_on_disconnect() as waiting:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(reporter.run)
@@ -225,7 +226,7 @@ async def serve_with_loading_state(
                             pool=pool,
                             target=target,
                             headers_sent=True,
-                            watch=watch,
+                            edge=edge,
                             life=life,
                         )
                 except ProxyError as exc:

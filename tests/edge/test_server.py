@@ -21,9 +21,9 @@ from trio_websocket import open_websocket_url
 
 from llama_swap_trio.config.model import ServerConfig
 from llama_swap_trio.edge import server
-from llama_swap_trio.edge.disconnect import WATCH_EXTENSION, ClientWatch
+from llama_swap_trio.edge.contract import EDGE_EXTENSION
+from llama_swap_trio.edge.disconnect import ClientWatch
 from llama_swap_trio.edge.handoff import hypercorn_config
-from llama_swap_trio.edge.relay_hub import RELAY_EXTENSION
 from llama_swap_trio.edge.server import MAX_DRAIN
 from llama_swap_trio.http.asgi import Receive, Scope, Send
 
@@ -188,9 +188,10 @@ async def test_keep_alive_requests_get_complete_responses_and_the_scope_hypercor
             assert b"server" not in headers
             assert b"connection" not in headers
     scope = app.scopes[0]
-    # the front door's own extensions: its disconnect watch and its relay hub
-    assert isinstance(scope["extensions"].pop(WATCH_EXTENSION), ClientWatch)
-    assert hasattr(scope["extensions"].pop(RELAY_EXTENSION), "start_relay")
+    # the front door's own extension: the request's edge (edge/contract.py), with its watch
+    edge = scope["extensions"].pop(EDGE_EXTENSION)
+    assert isinstance(edge.watch, ClientWatch)
+    assert callable(edge.relay)
     assert {k: v for k, v in scope.items() if k not in ("client", "server")} == {
         "type": "http",
         "http_version": "1.1",
@@ -497,7 +498,7 @@ async def test_a_client_that_sent_its_request_and_left_is_reported_as_disconnect
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await read_body(receive)
         seen.append((await receive())["type"])
-        seen.append(str(scope["extensions"][WATCH_EXTENSION].disconnected))
+        seen.append(str(scope["extensions"][EDGE_EXTENSION].watch.disconnected))
         done.set()
 
     async with serving(app) as (port, _):
