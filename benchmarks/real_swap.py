@@ -176,11 +176,18 @@ def daemon_config(server: str, files: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: the daemon's per-step times of a swap (:meth:`Feed.steps`)
+STEPS = ("stop_ms", "start_ms", "reaction_ms", "until_listening_ms", "listening_to_ready_ms")
+
+
 class Feed:
-    """The daemon's ``model_state`` events (SSE), read in a thread, for the per-step times."""
+    """The daemon's ``model_state`` events (SSE), read in a thread, for the per-step times; and
+    when each event, and each model's ``listening`` log line, reached this reader."""
 
     def __init__(self, url: str) -> None:
         self.events: list[dict[str, Any]] = []
+        #: (unix time of arrival here, model, "starting" | "listening" | "ready")
+        self.arrivals: list[tuple[float, str, str]] = []
         self._stop = False
         self._thread = threading.Thread(target=self._read, args=(url,), daemon=True)
         self._thread.start()
@@ -188,15 +195,20 @@ class Feed:
     def _read(self, url: str) -> None:
         with (
             httpx.Client(trust_env=False, timeout=None) as client,
-            client.stream("GET", url + "/api/events") as response,
+            client.stream("GET", url + "/api/events?logs=1") as response,
         ):
             for line in response.iter_lines():
                 if self._stop:
                     return
                 if line.startswith("data: "):
                     event = json.loads(line[6:])
-                    if event.get("type") == "model_state":
+                    kind = event.get("type")
+                    if kind == "model_state":
                         self.events.append(event)
+                        if event["state"] in ("starting", "ready"):
+                            self.arrivals.append((time.time(), event["model"], event["state"]))
+                    elif kind == "log" and "listening on" in event.get("line", ""):
+                        self.arrivals.append((time.time(), event.get("model", ""), "listening"))
 
     def steps(self, since: float) -> dict[str, float]:
         """Stop and start durations (ms) of the swap that began at unix time ``since``."""
@@ -211,6 +223,13 @@ class Feed:
         starting = [t for (m, s), t in at.items() if s == "stopping"]
         if starting:
             out["reaction_ms"] = 1000 * (min(starting) - since)
+        # The start split at the server's own "listening on" line (its output, as it arrived):
+        # before it, llama-server's own start; after it, the time until the probe saw it ready.
+        seen = {(m, s): t for t, m, s in self.arrivals if t >= since}
+        for (model, state), t in seen.items():
+            if state == "listening" and (model, "starting") in seen and (model, "ready") in seen:
+                out["until_listening_ms"] = 1000 * (t - seen[(model, "starting")])
+                out["listening_to_ready_ms"] = 1000 * (seen[(model, "ready")] - t)
         return out
 
 
@@ -234,7 +253,17 @@ def unload(target: str, system: Any, model: str) -> float:
 
 
 def ttft(url: str, model: str, client: httpx.Client) -> float:
-    """Milliseconds to the first content token of a 200-token stream."""
+    """Milliseconds to the first content token of a 200-token stream.
+
+    A just-started llama-server now and then closes a new connection without answering (seen
+    on the floor's own server, under load): that one try is repeated, once."""
+    try:
+        return _ttft(url, model, client)
+    except httpx.RemoteProtocolError:
+        return _ttft(url, model, client)
+
+
+def _ttft(url: str, model: str, client: httpx.Client) -> float:
     t0 = time.monotonic()
     body = chat(model, stream=True, max_tokens=200)
     with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
@@ -341,7 +370,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             if target == "floor":
                 swaps = sorted(r["ms"] for r in mine if r["kind"] == "swap")
                 entry["swap_p95_ms"] = swaps[int(0.95 * (len(swaps) - 1))]
-            for step in ("stop_ms", "start_ms", "reaction_ms"):
+            for step in STEPS:
                 values = [r[step] for r in mine if r["kind"] == "swap" and step in r]
                 if values:
                     entry[f"swap_{step[:-3]}_p50_ms"] = statistics.median(values)

@@ -79,11 +79,16 @@ DRAIN_TIME = 0.5
 #: pause between health probes for the first PROBE_FAST_SECONDS of a start, then the largest pause
 #: they back off to. A small model's llama-server is healthy 100-200 ms after spawn, so the fast
 #: phase decides how late most swaps notice readiness (half the interval on average: 2.5 ms, as
-#: the swap floor of benchmarks/real_swap.py polls). A long load then costs 40 probes a second,
-#: well under 1 % of a core.
+#: the swap floor of benchmarks/real_swap.py polls), except that a line the server prints
+#: triggers a probe at once: llama-server prints "listening" as it becomes ready, so its readiness
+#: is seen within a probe's time. A long load then costs 40 probes a second (plus one per printed
+#: line, at most one a millisecond), well under 1 % of a core.
 PROBE_INTERVAL_MIN = 0.005
 PROBE_FAST_SECONDS = 2.0
 PROBE_INTERVAL_MAX = 0.025
+#: a line the server prints triggers a probe at once (see ``_wait_ready``), but probes start at
+#: least this far apart however fast it prints
+PROBE_SPACING = 0.001
 #: bytes of last output carried by errors
 TAIL_BYTES = 2048
 
@@ -111,6 +116,20 @@ class _Attempt:
         self.wedged = False
         self.proc: trio.Process | None = None
         self.tail: deque[str] = deque(maxlen=64)
+        #: lines printed so far, and an event set by the next one (it wakes the health probe)
+        self.lines = 0
+        self.printed = trio.Event()
+
+    def printed_line(self) -> None:
+        self.lines += 1
+        self.printed.set()
+
+    async def next_line_or(self, seconds: float) -> None:
+        """Wait ``seconds``, or less: until the process prints another line."""
+        if self.printed.is_set():
+            self.printed = trio.Event()
+        with trio.move_on_after(seconds):
+            await self.printed.wait()
 
     def tail_text(self) -> str:
         picked: list[str] = []
@@ -487,8 +506,16 @@ class Upstream(UpstreamLike):
             nonlocal outcome
             interval = PROBE_INTERVAL_MIN
             slow_from = trio.current_time() + PROBE_FAST_SECONDS
-            while await health_status(self._target, path) != 200:
-                await trio.sleep(interval)
+            while True:
+                lines, started = attempt.lines, trio.current_time()
+                if await health_status(self._target, path) == 200:
+                    break
+                # A server that prints a line has often just changed state (llama-server
+                # prints "listening" as it becomes ready): probe again at once, not up to an
+                # interval later. A line printed during the probe counts too.
+                if attempt.lines == lines:
+                    await attempt.next_line_or(interval)
+                await trio.sleep_until(started + PROBE_SPACING)  # a chatty server: bounded rate
                 if trio.current_time() >= slow_from:
                     interval = min(interval * 1.5, PROBE_INTERVAL_MAX)
             outcome = outcome or "ready"
@@ -543,6 +570,7 @@ class Upstream(UpstreamLike):
 
         def on_line(line: str) -> None:
             attempt.tail.append(line)
+            attempt.printed_line()
             self._logs.append(line)
             self._notify(LogLine(model_id, stream, line))
 

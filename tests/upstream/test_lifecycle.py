@@ -61,6 +61,21 @@ async def test_readiness_is_noticed_promptly_after_health_answers_200(
     assert 0.3 <= elapsed < 1.5
 
 
+async def test_a_line_the_server_prints_triggers_the_next_probe_at_once(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given probes a minute apart, and a server that starts listening (and says so) after 0.3 s
+    monkeypatch.setattr(upstream_module, "PROBE_INTERVAL_MIN", 60.0)
+    port = free_port()
+    h = await open_upstream(
+        nursery, make_model(fake_argv(port, "--startup-delay", "0.3"), port=port)
+    )
+    # when started, then it is ready on its "listening" line, not a minute later
+    with trio.fail_after(30):
+        await h.upstream.start()
+    assert h.upstream.state is S.READY
+
+
 async def test_check_endpoint_none_is_ready_once_spawned(nursery: trio.Nursery) -> None:
     h = await open_upstream(
         nursery, make_model([PY, "-c", "import time; time.sleep(60)"], check_endpoint="none")
