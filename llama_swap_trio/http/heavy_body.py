@@ -5,8 +5,10 @@ the shared 2-core machine, a 1 MiB body of ``{},{},...`` took 190 ms (20 MB/s of
 and a 100 MB one took 2.8 GB and stalled ``/health`` and every stream for 5.3 s; msgspec, which
 needs no objects for what it skips, still holds the GIL for 1.6 s on the 100 MB one. So a body
 whose estimated parse cost is above :data:`INLINE_BUDGET_US` goes to a helper process
-(:mod:`.json_worker`: msgspec, top level only, with ``json.loads`` semantics as the fallback);
-the daemon only pipes the bytes through trio, which never blocks the loop. The estimate is three
+(:mod:`.json_worker`: msgspec, top level only, with ``json.loads`` semantics as the fallback),
+one persistent process reused for every heavy body (:mod:`.json_helper`: started on the first,
+replaced when it dies, bounded queue); the daemon only pipes the bytes through trio, a slice per
+write, which never blocks the loop. The estimate is three
 ``bytes.count`` passes (C speed; none below :data:`SMALL_BODY`, and none above
 :data:`LARGE_BODY`, which always goes to the helper), so a 1 KB chat request keeps the inline
 path with no extra work, and long conversations (mostly long strings, ~14 ms per MB) stay inline
@@ -20,14 +22,11 @@ handed back rewritten, members it did not touch byte for byte).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-
-import trio
 
 from llama_swap_trio import errors
 from llama_swap_trio.config.model import ModelConfig
 from llama_swap_trio.http.asgi import Scope
+from llama_swap_trio.http.json_helper import helper
 from llama_swap_trio.http.request import ParsedRequest, extract_model, json_kind
 from llama_swap_trio.http.rewrite import Rewritten, rewrite_request, with_content_length
 
@@ -42,8 +41,6 @@ INLINE_BUDGET_US = 20_000.0
 _US_PER_BYTE = 0.015
 _US_PER_CONTAINER = 0.5
 _US_PER_COMMA = 0.05
-
-_WORKER = [sys.executable, "-m", "llama_swap_trio.http.json_worker"]
 
 
 def parse_cost_us(body: bytes) -> float:
@@ -64,13 +61,6 @@ def is_heavy(scope: Scope, body: bytes) -> bool:
     return size > LARGE_BODY or parse_cost_us(body) > INLINE_BUDGET_US
 
 
-async def _run(mode: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
-    # The body goes through a pipe written by trio; cancelling the request kills the helper.
-    return await trio.run_process(
-        [*_WORKER, mode], stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
-    )
-
-
 async def parse_heavy(scope: Scope, body: bytes) -> ParsedRequest:
     """:func:`~.request.extract_model` for a heavy JSON body, read by the helper process.
 
@@ -78,11 +68,10 @@ async def parse_heavy(scope: Scope, body: bytes) -> ParsedRequest:
         ProxyError: 400 ``invalid_json``, ``invalid_request`` or ``model_required``, as for a
             small body.
     """
-    done = await _run("scan", body)
-    try:
-        answer = json.loads(done.stdout)
-    except ValueError:
-        raise errors.invalid_json(f"the body could not be read ({_why(done)})") from None
+    status, payload = await helper().call(b"s", b"", body)
+    if status != 0:
+        raise errors.invalid_json(f"the body could not be read ({_why(payload)})")
+    answer = json.loads(payload)
     if not answer["ok"]:
         raise errors.ProxyError(400, "invalid_request_error", answer["code"], answer["message"])
     stream: bool = answer["stream"]
@@ -126,13 +115,11 @@ async def rewrite_any(
         },
         default=str,
     ).encode()
-    done = await _run("rewrite", len(instructions).to_bytes(4, "big") + instructions + body)
-    if done.returncode != 0:
-        raise errors.invalid_json(f"the body could not be rewritten ({_why(done)})")
-    new_body = done.stdout
+    status, new_body = await helper().call(b"r", instructions, body)
+    if status != 0:
+        raise errors.invalid_json(f"the body could not be rewritten ({_why(new_body)})")
     return Rewritten(with_content_length(scope, len(new_body)), new_body)
 
 
-def _why(done: subprocess.CompletedProcess[bytes]) -> str:
-    last = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
-    return last[0] if last else f"helper exited with {done.returncode}"
+def _why(payload: bytes) -> str:
+    return payload.decode("utf-8", "replace").strip()[-500:] or "no reason given"

@@ -1,13 +1,18 @@
 """The helper process that reads a heavy JSON body for the daemon (see :mod:`.heavy_body`).
 
-Run as ``python -m llama_swap_trio.http.json_worker scan|rewrite``; the body comes on stdin.
+Run as ``python -m llama_swap_trio.http.json_worker``: one process serves the daemon's heavy
+bodies one after the other until its stdin closes (the daemon stopped or died: the pipe's write
+end closes with it, so the helper never outlives the daemon). Each request on stdin is a 13-byte
+head (a mode byte ``s`` or ``r``, a 4-byte instructions length, an 8-byte body length, all
+big-endian), the instructions, then the body; each answer on stdout is a status byte, an 8-byte
+length, then the payload:
 
-- ``scan``: prints one JSON line: ``{"ok": true, "model": M, "stream": S}`` (``model`` null when
-  the body has none), or ``{"ok": false, "code": C, "message": T}`` with C ``invalid_json`` or
-  ``invalid_request``, the codes the daemon answers with 400.
-- ``rewrite``: stdin is a 4-byte big-endian length, that many bytes of instructions (JSON:
-  ``use_model_name``, ``requested``, ``filters``), then the body; prints the rewritten body, or
-  exits 3 with the error line on stderr.
+- ``s`` (scan): status 0, payload one JSON line: ``{"ok": true, "model": M, "stream": S}``
+  (``model`` null when the body has none), or ``{"ok": false, "code": C, "message": T}`` with C
+  ``invalid_json`` or ``invalid_request``, the codes the daemon answers with 400.
+- ``r`` (rewrite; instructions are JSON: ``use_model_name``, ``requested``, ``filters``): status
+  0 and the rewritten body, or status 3 and the error line.
+- status 1: the helper failed on this body (the error line); it goes on serving.
 
 msgspec reads the top level as ``dict[str, msgspec.Raw]``: every byte is validated, but nothing
 below the top level becomes a Python object (a 100 MB ``{"x": [{}, {}, ...]}`` costs no memory
@@ -21,7 +26,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
+import traceback
+from io import BufferedReader, BufferedWriter
 from typing import Any
 
 import msgspec
@@ -45,7 +53,7 @@ class Refused(Exception):
         self.message = message
 
 
-def top_level(body: bytes) -> tuple[dict[str, Any], bool]:
+def top_level(body: bytes | bytearray) -> tuple[dict[str, Any], bool]:
     """The body's top-level members, and whether they are raw (msgspec) or parsed (fallback).
 
     Raises:
@@ -76,7 +84,7 @@ def _value(members: dict[str, Any], key: str, raw: bool) -> object:
     return json.loads(bytes(members[key])) if raw else members[key]
 
 
-def scan(body: bytes) -> dict[str, object]:
+def scan(body: bytes | bytearray) -> dict[str, object]:
     """What routing needs: ``model`` (a string or None) and ``stream``."""
     try:
         members, raw = top_level(body)
@@ -88,7 +96,7 @@ def scan(body: bytes) -> dict[str, object]:
     return {"ok": True, "model": model or None, "stream": _value(members, "stream", raw) is True}
 
 
-def rewrite(body: bytes, instructions: dict[str, Any]) -> bytes:
+def rewrite(body: bytes | bytearray, instructions: dict[str, Any]) -> bytes:
     """``body`` with ``use_model_name`` and the filters applied (as http/rewrite.py does)."""
     members, raw = top_level(body)
     filters = Filters(
@@ -112,23 +120,65 @@ def rewrite(body: bytes, instructions: dict[str, Any]) -> bytes:
     return json.dumps(members, separators=(",", ":"), default=str).encode()
 
 
-def main() -> int:
-    mode = sys.argv[1] if len(sys.argv) > 1 else ""
-    data = sys.stdin.buffer.read()
-    if mode == "scan":
-        sys.stdout.write(json.dumps(scan(data)) + "\n")
-        return 0
-    if mode == "rewrite":
-        size = int.from_bytes(data[:4], "big")
-        instructions = json.loads(data[4 : 4 + size])
+HEAD_SIZE = 13
+
+
+def _read_exact(stream: BufferedReader, size: int) -> bytearray | None:
+    """Exactly ``size`` bytes from ``stream`` (read in place), or None at EOF."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        count = stream.readinto(view[got:])
+        if not count:
+            return None
+        got += count
+    return buffer
+
+
+def answer(mode: bytes, instructions: bytes, body: bytearray) -> tuple[int, bytes]:
+    """The status and payload for one request (see the module docstring)."""
+    # msgspec and json.loads read the bytearray in place
+    if mode == b"s":
+        return 0, (json.dumps(scan(body)) + "\n").encode()
+    if mode == b"r":
         try:
-            sys.stdout.buffer.write(rewrite(data[4 + size :], instructions))
+            return 0, rewrite(body, json.loads(instructions))
         except Refused as refused:
-            sys.stderr.write(f"{refused.code}: {refused.message}\n")
-            return 3
+            return 3, f"{refused.code}: {refused.message}".encode()
+    return 1, f"unknown mode {mode!r}".encode()
+
+
+def serve(stdin: BufferedReader, stdout: BufferedWriter) -> int:
+    """Answer requests until ``stdin`` ends."""
+    while True:
+        head = _read_exact(stdin, HEAD_SIZE)
+        if head is None:
+            return 0
+        mode = bytes(head[:1])
+        instructions = _read_exact(stdin, int.from_bytes(head[1:5], "big"))
+        body = _read_exact(stdin, int.from_bytes(head[5:13], "big"))
+        if instructions is None or body is None:
+            return 0
+        try:
+            status, payload = answer(mode, bytes(instructions), body)
+        except Exception as error:  # a bug on one body must not end the helper
+            traceback.print_exc()
+            status, payload = 1, f"{type(error).__name__}: {error}".encode()
+        del body, instructions
+        stdout.write(bytes([status]) + len(payload).to_bytes(8, "big"))
+        stdout.write(payload)
+        stdout.flush()
+
+
+def main() -> int:
+    # Ctrl-C in a terminal reaches the whole process group: the daemon stops the helper itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with open(0, "rb", closefd=False) as stdin, open(1, "wb", closefd=False) as stdout:
+            return serve(stdin, stdout)
+    except BrokenPipeError:  # the daemon went away while we answered
         return 0
-    sys.stderr.write("usage: python -m llama_swap_trio.http.json_worker scan|rewrite\n")
-    return 2
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from llama_swap_trio import errors
 from llama_swap_trio.config.model import Config, ModelConfig
 from llama_swap_trio.http import json_fast
 from llama_swap_trio.http.asgi import Receive, Scope
+from llama_swap_trio.http.body_buffer import Assembler
 
 #: SPEC 3.1: larger request bodies get 413.
 MAX_BODY_BYTES = 100 * 1024 * 1024
@@ -55,23 +56,22 @@ async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY_BYTES)
     declared = header(scope, b"content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise errors.request_too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
+    # a large declared body is copied into place piece by piece (http/body_buffer.py): no
+    # single long join on the event loop
+    expected = int(declared) if declared is not None and declared.strip().isdigit() else 0
+    body = Assembler(expected)
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
         chunk = message.get("body", b"")
         if chunk:
-            size += len(chunk)
-            if size > limit:
+            if len(body) + len(chunk) > limit:
                 raise errors.request_too_large(limit)
-            chunks.append(chunk)
+            body.add(chunk)
         if not message.get("more_body", False):
             break
-    if len(chunks) == 1:
-        return chunks[0]
-    return b"".join(chunks)
+    return body.result()
 
 
 @attrs.frozen

@@ -44,6 +44,26 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+def proc_table() -> dict[int, tuple[int, int, bytes]]:
+    """pid -> (ppid, pgid, cmdline) of every live process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z":
+            continue
+        table[int(entry)] = (int(fields[1]), int(fields[2]), cmdline)
+    return table
+
+
 def _descendant_groups(root_pid: int) -> set[int]:
     """Process groups of every live descendant of ``root_pid`` (found through /proc)."""
     children: dict[int, list[int]] = {}

@@ -24,31 +24,12 @@ import pytest
 import trio
 
 from tests.e2e.conftest import Daemon, StartDaemon, _group_members
+from tests.e2e.conftest import proc_table as _proc_table
 from tests.fakes import fake_argv, free_port
 
 #: delays (ms) between the upstream's command starting and its kill of the daemon, one round each
 FORK_DELAYS_MS = (0, 0, 0, 1, 5, 20)
 STOP_ROUNDS = 3
-
-
-def _proc_table() -> dict[int, tuple[int, int, bytes]]:
-    """pid -> (ppid, pgid, cmdline) of every live process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] == "Z":
-            continue
-        table[int(entry)] = (int(fields[1]), int(fields[2]), cmdline)
-    return table
 
 
 def _children(pid: int) -> dict[int, bytes]:
