@@ -18,8 +18,9 @@ configuration and answer ``{"type": "reload", "ok": false, "errors": [...]}``. I
 switch the models (:meth:`~.generation.Runtime.apply`: kept ones keep their process, restarted and
 removed ones are retired once their requests in flight are done, added ones wait for the ports to
 be free), build the new configuration's app and switch the dispatcher to it, re-apply the log
-settings, publish a fresh feed ``snapshot`` and the ``reload`` event (kept, restarted, added,
-removed), and start the new preload.
+settings, say which changed ``[server]`` keys wait for a restart and which applied
+(:mod:`.reload_server`), publish a fresh feed ``snapshot`` and the ``reload`` event (kept,
+restarted, added, removed), and start the new preload.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from collections.abc import Callable, Mapping
 import trio
 
 from llama_swap_trio.config import ConfigError, load_config
-from llama_swap_trio.config.model import Config
+from llama_swap_trio.config.model import Config, ServerConfig
 from llama_swap_trio.feed.bus import EventBus
 from llama_swap_trio.generation import Dispatcher, Generation, Runtime
 from llama_swap_trio.reload_plan import plan_reload
+from llama_swap_trio.reload_server import log_server_changes, server_changes
 
 log = logging.getLogger("llama_swap_trio")
 
@@ -122,6 +124,9 @@ class Reloader:
         self._lock = trio.Lock()
         #: a triggered reload is pending or running
         self._triggered = False
+        #: the ``[server]`` settings the listener runs with: the first generation's (a reload
+        #: never changes them, reload_server.py); known at the first reload
+        self._listener: ServerConfig | None = None
 
     def trigger(self, why: str) -> None:
         """Start a reload in the background, unless one is under way. Non-blocking."""
@@ -189,6 +194,14 @@ class Reloader:
                     ("removed", plan.removed),
                 )
             ),
+        )
+        if self._listener is None:
+            self._listener = old.config.server
+        listener = self._listener
+        log_server_changes(
+            server_changes(
+                listener, old.config.server, config.server, tls_from_flags=listener.tls_from_flags
+            )
         )
         self._bus.publish(new.snapshot_message())
         outcome = plan.as_event()

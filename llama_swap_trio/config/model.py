@@ -194,6 +194,9 @@ class ServerConfig:
     cors_origins: tuple[str, ...] = ()
     #: ``Host`` names accepted besides loopback names and the listen address (lower case)
     allowed_hosts: tuple[str, ...] = ()
+    #: the TLS files came from ``--tls-cert``/``--tls-key``, not the file (a reload then leaves
+    #: the file's TLS keys alone: reload_server.py)
+    tls_from_flags: bool = False
 
 
 @attrs.frozen

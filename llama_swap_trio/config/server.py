@@ -63,5 +63,5 @@ def with_tls_flags(config: Config, cert: str | None, key: str | None) -> Config 
         server_context(cert, key)
     except TLSFileError as error:
         return f"--tls-{error.which}: {error}"
-    server = attrs.evolve(config.server, tls_cert_file=cert, tls_key_file=key)
+    server = attrs.evolve(config.server, tls_cert_file=cert, tls_key_file=key, tls_from_flags=True)
     return attrs.evolve(config, server=server)
