@@ -55,7 +55,8 @@ The rules, numbered so tests and comments can cite them:
    /api/models/load/{m}``) is refused the same way unless it is forced (``?force=true``).
    TTL, unload and shutdown stop a protected model as any other.
 9. The memory rule (:mod:`.memory`) reads in-flight counts, sleepers and :meth:`last_used`, a
-   tick bumped by every grant, request end and load start: "least recently used".
+   tick bumped by every grant, request end and load start: "least recently used". A request
+   whose busy evictions are all there for memory waits with reason ``memory``.
 10. ``min_residency``: a ready model loaded less than its ``min_residency`` ago is not evicted;
    requests that need that eviction wait (reason ``min_residency``) until it has been resident
    that long.
@@ -90,6 +91,7 @@ from llama_swap_trio import errors
 from llama_swap_trio.config.model import ModelConfig
 from llama_swap_trio.errors import ProxyError
 from llama_swap_trio.routing.api import Progress, QueueEntry
+from llama_swap_trio.routing.memory import MemorySwapper
 from llama_swap_trio.routing.plan import Blocker, Plan, WaitingRequest, explain
 from llama_swap_trio.routing.swappers import Swapper
 from llama_swap_trio.upstream.api import UpstreamState
@@ -144,6 +146,9 @@ class Facts:
     guarded: bool = False
     #: autoload is off and the model is neither ready nor being loaded (rule 13)
     manual: bool = False
+    #: the busy models among ``evict`` when every one of them is evicted for memory (rule 9):
+    #: the request waits for ``memory``, not for a group rule's ``in_flight``
+    memory_busy: frozenset[str] = frozenset()
 
 
 #: The decision tree (SPEC 3.5 and 6.5, llama-swap's FIFO), in order; the first matching rule
@@ -157,6 +162,8 @@ DECISION_RULES: tuple[tuple[str, Callable[[Facts], bool], Decision, str], ...] =
     ("ready, nothing to evict", lambda f: f.ready and not f.evict, Decision.GRANT, ""),
     ("an eviction is a ready protected model", lambda f: bool(f.protected), Decision.REFUSE, ""),
     ("an eviction collides with a load/stop", lambda f: f.collides, Decision.QUEUE, "loading"),
+    ("the memory it needs is held by busy models", lambda f: bool(f.memory_busy), Decision.QUEUE,
+     "memory"),
     ("an eviction has requests in flight", lambda f: f.evict_busy, Decision.QUEUE, "in_flight"),
     ("an eviction is within min_residency", lambda f: bool(f.young), Decision.QUEUE,
      "min_residency"),
@@ -357,14 +364,20 @@ class Scheduler:
         evict: frozenset[str] = frozenset()
         young: frozenset[str] = frozenset()
         collides = evict_busy = guarded = False
+        memory_busy: frozenset[str] = frozenset()
         if load is None and not stopping:
-            evict = self._swapper.evictions(model, self.running())
+            running = self.running()
+            evict = self._swapper.evictions(model, running)
             reserved = set(self._stopping) | self._exiting
             for other in self._loads.values():
                 reserved.add(other.target)
                 reserved.update(other.evict)
             collides = not evict.isdisjoint(reserved)
             evict_busy = any(self._in_flight[m] > 0 for m in evict)
+            if evict_busy and isinstance(self._swapper, MemorySwapper):
+                busy = frozenset(m for m in evict if self._in_flight[m] > 0)
+                if busy <= self._swapper.waits_for_memory(model, running):
+                    memory_busy = busy
             if self._queued and self._starvation_after:
                 guarded = model in self._guard()
             if evict:
@@ -386,6 +399,7 @@ class Scheduler:
             young=young,
             guarded=guarded,
             manual=manual,
+            memory_busy=memory_busy,
         )
 
     def _young(self, models: frozenset[str]) -> frozenset[str]:
@@ -573,6 +587,8 @@ class Scheduler:
         for name in sorted(facts.evict):
             if name in reserved:
                 add(name, reserved[name])
+            elif name in facts.memory_busy:
+                add(name, "memory")
             elif self._in_flight[name]:
                 add(name, "in_flight")
             elif name in facts.young:

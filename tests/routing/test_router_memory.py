@@ -47,6 +47,35 @@ async def test_a_load_that_needs_a_busy_models_memory_waits_for_its_requests(
         assert env.ups["a"].stopped_with_in_flight == env.ups["b"].stopped_with_in_flight == [0]
 
 
+async def test_a_request_that_waits_for_busy_models_memory_says_memory(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # given a and b busy in a group that lets them run together, and c needing their memory
+    async with running(budget({"a": 8 * GiB, "b": 8 * GiB, "c": 12 * GiB})) as env:
+        await env.router.load("a")
+        await env.router.load("b")
+        done = trio.Event()
+        env.nursery.start_soon(hold, env, "a", done)
+        env.nursery.start_soon(hold, env, "b", done)
+        await wait_until(lambda: env.in_flight() == {"a": 1, "b": 1, "c": 0})
+
+        async def want_c() -> None:
+            async with env.router.serve("c"):
+                pass
+
+        env.nursery.start_soon(want_c)
+        await wait_until(lambda: len(env.router.waiting_requests()) == 1)
+        # then /api/queue and /api/plan say it waits for memory, held by both busy models
+        assert [(w.model, w.reason) for w in env.router.waiting_requests()] == [("c", "memory")]
+        plan = env.router.plan("c")
+        assert plan.reason == "memory"
+        assert sorted((b.model, b.reason) for b in plan.blocked_by) == [
+            ("a", "memory"),
+            ("b", "memory"),
+        ]
+        done.set()
+
+
 async def test_the_least_recently_used_idle_model_goes_first(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
