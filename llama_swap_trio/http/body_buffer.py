@@ -49,6 +49,8 @@ class Assembler:
         if _CPYTHON and size >= MIN_SIZE:
             self._target = _new_bytes(None, size)
             self._address = _bytes_address(self._target) or 0
+            if not self._address:  # never for a bytes object; but never write to address 0
+                self._target = None
 
     def add(self, piece: bytes) -> None:
         """Append ``piece`` (copied now when the body is assembled in place)."""

@@ -162,9 +162,12 @@ class JsonHelper:
                 process.returncode,
             )
             await self._stop()
-        process = await trio.lowlevel.open_process(
-            COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
+        try:
+            process = await trio.lowlevel.open_process(
+                COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+        except OSError as error:  # e.g. out of file descriptors: this request fails, cleanly
+            raise failed(f"it could not be started ({error})") from None
         self._process = process
         self._rest.clear()
         self.started += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -75,3 +76,13 @@ async def test_a_full_line_is_refused_at_once(monkeypatch: pytest.MonkeyPatch) -
     assert (refused.value.status, refused.value.code) == (503, "server_busy")
     assert refused.value.headers == (("retry-after", "1"),)
     assert helper().pid is None  # cancelled mid-message: the helper was killed
+
+
+async def test_a_helper_that_cannot_start_fails_the_request_cleanly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(json_helper, "COMMAND", [f"{tmp_path}/no-such-program"])
+    with pytest.raises(errors.ProxyError) as refused:
+        await helper().call(b"s", b"", BODY)
+    assert (refused.value.status, refused.value.code) == (503, "json_helper_failed")
+    assert "could not be started" in refused.value.message
