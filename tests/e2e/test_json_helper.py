@@ -29,6 +29,12 @@ def helpers(daemon: Daemon) -> list[int]:
     ]
 
 
+def nice(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])
+
+
 async def wait_gone(pid: int, timeout: float = 15.0) -> None:
     with trio.fail_after(timeout):
         while pid in proc_table():  # gone, or a zombie nobody reaps
@@ -57,6 +63,7 @@ async def test_one_helper_reads_every_heavy_body_and_a_killed_one_is_replaced(
         second = await client.post("/v1/chat/completions", content=heavy("nope"))
         assert second.json()["error"]["code"] == "model_not_found"
         assert helpers(daemon) == [pid]  # the same process read both
+        assert nice(pid) > nice(daemon.process.pid)  # the daemon's loop wins a busy CPU
 
         os.kill(pid, signal.SIGKILL)
         await wait_gone(pid)
