@@ -11,10 +11,11 @@ A request the router refuses outright (429 ``concurrency_limit``, 503 ``shutting
 refused before any progress, so it gets that plain error, ``Retry-After`` and all, before any
 stream (SPEC 3.3/3.4): :func:`serve_with_loading_state` raises it for the app to answer.
 
-Tasks: a disconnect watcher (cancels the wait, so the router drops the request from its queue)
-and a reporter that is the *only* writer while the wait lasts. When the grant arrives the reporter
-writes its last line and exits before the upstream's bytes are relayed, so progress text and
-the model's output never interleave.
+Tasks: the request's edge watches the client (edge/contract.py: the front door's own watch, or
+a watcher task on ``receive()``; it cancels the wait, so the router drops the request from its
+queue) and a reporter that is the *only* writer while the wait lasts. When the grant arrives
+the reporter writes its last line and exits before the edge relays the upstream's bytes
+(``Edge.relay``), so progress text and the model's output never interleave.
 """
 
 from __future__ import annotations

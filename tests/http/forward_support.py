@@ -2,7 +2,9 @@
 
 ``httpx.ASGITransport`` buffers whole responses (research python-stack 2.6), so streaming and
 disconnect behaviour is tested against real sockets: an in-process fake upstream app and a thin
-proxy app that calls the forwarding functions, each served by hypercorn on an ephemeral port.
+proxy app that calls the forwarding functions, each served by hypercorn on an ephemeral port
+(or the proxy by the front door): so both real edges (edge/contract.py) are tested end to end.
+The app's side of the contract alone runs against a fake edge (fake_edge.py, test_app_edge.py).
 """
 
 from __future__ import annotations
