@@ -124,6 +124,24 @@ async def test_client_disconnect_mid_stream_reaches_upstream_within_a_second(set
     assert setup.state.results[0].client_disconnected
 
 
+async def test_a_client_leaving_while_the_upstream_is_silent_ends_the_relay_at_once(
+    setup: Setup,
+) -> None:
+    # given a stream whose upstream sent one event and then says nothing (the gate stays shut)
+    async with setup.client.stream("POST", "/sse", json={"stream": True}) as response:
+        async with aclosing(response.aiter_raw()) as chunks:
+            with trio.fail_after(5):
+                assert b"Hello" in await chunks.__anext__()
+    # when the client goes away (nothing is written to it after: no write can fail), then the
+    # edge notices by itself and the relay ends: the forwarding reports the client gone
+    await wait_for(lambda: bool(setup.state.results))
+    assert not setup.rec.gate.is_set()
+    result = setup.state.results[0]
+    assert result.client_disconnected
+    assert not result.upstream_failed
+    setup.rec.gate.set()
+
+
 @pytest.mark.parametrize(
     "path",
     [
