@@ -116,20 +116,16 @@ class _Attempt:
         self.wedged = False
         self.proc: trio.Process | None = None
         self.tail: deque[str] = deque(maxlen=64)
-        #: lines printed so far, and an event set by the next one (it wakes the health probe)
-        self.lines = 0
+        #: set by every line the process prints; each wait of the health probe clears it
         self.printed = trio.Event()
 
-    def printed_line(self) -> None:
-        self.lines += 1
-        self.printed.set()
-
     async def next_line_or(self, seconds: float) -> None:
-        """Wait ``seconds``, or less: until the process prints another line."""
-        if self.printed.is_set():
-            self.printed = trio.Event()
-        with trio.move_on_after(seconds):
-            await self.printed.wait()
+        """Wait ``seconds``, or less: until the process prints a line (at once if it printed
+        one since the last wait)."""
+        if not self.printed.is_set():
+            with trio.move_on_after(seconds):
+                await self.printed.wait()
+        self.printed = trio.Event()
 
     def tail_text(self) -> str:
         picked: list[str] = []
@@ -507,14 +503,13 @@ class Upstream(UpstreamLike):
             interval = PROBE_INTERVAL_MIN
             slow_from = trio.current_time() + PROBE_FAST_SECONDS
             while True:
-                lines, started = attempt.lines, trio.current_time()
+                started = trio.current_time()
                 if await health_status(self._target, path) == 200:
                     break
                 # A server that prints a line has often just changed state (llama-server
                 # prints "listening" as it becomes ready): probe again at once, not up to an
                 # interval later. A line printed during the probe counts too.
-                if attempt.lines == lines:
-                    await attempt.next_line_or(interval)
+                await attempt.next_line_or(interval)
                 await trio.sleep_until(started + PROBE_SPACING)  # a chatty server: bounded rate
                 if trio.current_time() >= slow_from:
                     interval = min(interval * 1.5, PROBE_INTERVAL_MAX)
@@ -570,7 +565,7 @@ class Upstream(UpstreamLike):
 
         def on_line(line: str) -> None:
             attempt.tail.append(line)
-            attempt.printed_line()
+            attempt.printed.set()
             self._logs.append(line)
             self._notify(LogLine(model_id, stream, line))
 
