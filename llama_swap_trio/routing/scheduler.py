@@ -373,11 +373,11 @@ class Scheduler:
                 reserved.add(other.target)
                 reserved.update(other.evict)
             collides = not evict.isdisjoint(reserved)
-            evict_busy = any(self._in_flight[m] > 0 for m in evict)
-            if evict_busy and isinstance(self._swapper, MemorySwapper):
-                busy = frozenset(m for m in evict if self._in_flight[m] > 0)
-                if busy <= self._swapper.waits_for_memory(model, running):
-                    memory_busy = busy
+            busy = frozenset(m for m in evict if self._in_flight[m] > 0)
+            evict_busy = bool(busy)
+            memory = self._swapper if isinstance(self._swapper, MemorySwapper) else None
+            if busy and memory is not None and busy <= memory.waits_for_memory(model, running):
+                memory_busy = busy
             if self._queued and self._starvation_after:
                 guarded = model in self._guard()
             if evict:
