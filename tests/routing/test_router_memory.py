@@ -10,7 +10,7 @@ from llama_swap_trio.config.memory import SleepConfig, parse_endpoint
 from llama_swap_trio.config.model import Config
 
 from .builders import group, group_config, single_group
-from .test_router import hold, running, wait_until
+from .test_router import Env, hold, running, wait_until
 
 GiB = 1024**3
 
@@ -21,16 +21,26 @@ def budget(sizes: dict[str, int], gpu: int = 16 * GiB) -> Config:
     return attrs.evolve(config, models=models, gpu_memory=gpu)
 
 
+#: a and b fit together in one group; c needs the memory of both
+C_NEEDS_A_AND_B = budget({"a": 8 * GiB, "b": 8 * GiB, "c": 12 * GiB})
+
+
+async def a_and_b_busy(env: Env) -> trio.Event:
+    """Load a and b and hold one request on each, until the returned event is set."""
+    await env.router.load("a")
+    await env.router.load("b")
+    done = trio.Event()
+    env.nursery.start_soon(hold, env, "a", done)
+    env.nursery.start_soon(hold, env, "b", done)
+    await wait_until(lambda: env.in_flight() == {"a": 1, "b": 1, "c": 0})
+    return done
+
+
 async def test_a_load_that_needs_a_busy_models_memory_waits_for_its_requests(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with running(budget({"a": 8 * GiB, "b": 8 * GiB, "c": 12 * GiB})) as env:
-        await env.router.load("a")
-        await env.router.load("b")
-        done = trio.Event()
-        env.nursery.start_soon(hold, env, "a", done)
-        env.nursery.start_soon(hold, env, "b", done)
-        await wait_until(lambda: env.in_flight() == {"a": 1, "b": 1, "c": 0})
+    async with running(C_NEEDS_A_AND_B) as env:
+        done = await a_and_b_busy(env)
         served: list[str] = []
 
         async def want_c() -> None:
@@ -51,13 +61,8 @@ async def test_a_request_that_waits_for_busy_models_memory_says_memory(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # given a and b busy in a group that lets them run together, and c needing their memory
-    async with running(budget({"a": 8 * GiB, "b": 8 * GiB, "c": 12 * GiB})) as env:
-        await env.router.load("a")
-        await env.router.load("b")
-        done = trio.Event()
-        env.nursery.start_soon(hold, env, "a", done)
-        env.nursery.start_soon(hold, env, "b", done)
-        await wait_until(lambda: env.in_flight() == {"a": 1, "b": 1, "c": 0})
+    async with running(C_NEEDS_A_AND_B) as env:
+        done = await a_and_b_busy(env)
 
         async def want_c() -> None:
             async with env.router.serve("c"):
