@@ -163,7 +163,10 @@ class MemoryModel(Model):
 
         def start_load(target: str, evict: frozenset[str], explanation: str) -> None:
             s = h.s
-            running = s.running() - {target}  # as it was decided: the load is registered now
+            # as it was decided: the load is registered now, so the sleepers it evicts (to stop
+            # them) already count as stopping, but they were asleep, not running, when decided
+            evicted_sleepers = evict & s.sleeping()
+            running = s.running() - {target} - evicted_sleepers
             stays = (running - evict) | {target}
             plan = swapper.plan(target, running)
             sleeping = [m for m in s.sleeping() if m not in running and m not in evict]
@@ -224,7 +227,10 @@ class MemoryModel(Model):
         active = frozenset(
             m for m in self.models if s.state(m) in (UpstreamState.READY, UpstreamState.STARTING)
         )
-        asleep = sum(swapper.asleep(m) for m in s.sleeping() if m not in active)
+        # a sleeper a load under way evicts is stopped before its target starts, as an evicted
+        # running model is (which the active set leaves out too)
+        evicting = frozenset().union(*s.loads().values())
+        asleep = sum(swapper.asleep(m) for m in s.sleeping() - evicting if m not in active)
         assert held(swapper, active) + asleep <= BUDGET, f"{active} over budget"
 
 
